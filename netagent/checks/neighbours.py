@@ -1,0 +1,197 @@
+"""``neighbour.ipv4`` and ``neighbour.ipv6``: how close each table is to gc_thresh3.
+
+The kernel refuses a new entry once the entries it counts reach gc_thresh3
+(``neigh_alloc`` in net/core/neighbour.c: ``entries >= gc_thresh3`` after a failed forced GC)
+and logs "neighbor table overflow!". Above gc_thresh2 it runs forced GC at most every 5 s.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from netagent.checks.sysctl import recommend, round_up
+from netagent.config import NeighbourThresholds
+from netagent.model import (
+    CheckResult,
+    NeighbourObservation,
+    NeighbourSnapshot,
+    NeighbourStats,
+    NeighbourTable,
+    Observations,
+    Status,
+)
+from netagent.parse.neighbours import GcRule
+
+SOURCE = "neighbours"
+TOP = 5
+NAMES = {"ipv4": "IPv4 neighbour (ARP)", "ipv6": "IPv6 neighbour (ND)"}
+SYSCTL = {"ipv4": "net.ipv4.neigh.default", "ipv6": "net.ipv6.neigh.default"}
+
+
+def evaluate(obs: Observations, thresholds: NeighbourThresholds) -> list[CheckResult]:
+    current = obs.get(SOURCE, NeighbourSnapshot)
+    if current is None:
+        reason = obs.errors.get(SOURCE, "the neighbour source was not read")
+        return [CheckResult(id=f"neighbour.{f}", status=Status.UNKNOWN,
+                            summary=f"{NAMES[f]} table: {reason}") for f in NAMES]
+    baseline = obs.get_baseline(SOURCE, NeighbourSnapshot)
+    results = []
+    for family, observation in current.families.items():
+        before = baseline.families.get(family) if baseline else None
+        results.append(check_family(observation, before, thresholds))
+    return results
+
+
+def _status_of(count: int, *, gc_thresh2: int, gc_thresh3: int,
+               t: NeighbourThresholds) -> Status:
+    ratio = count / gc_thresh3 if gc_thresh3 else 1.0
+    if ratio >= t.critical_ratio:
+        return Status.CRITICAL
+    if ratio >= t.warning_ratio or count > gc_thresh2:
+        return Status.WARNING
+    return Status.OK
+
+
+def check_family(
+    obs: NeighbourObservation,
+    before: NeighbourObservation | None,
+    t: NeighbourThresholds,
+) -> CheckResult:
+    check_id = f"neighbour.{obs.family}"
+    name = NAMES[obs.family]
+    if obs.stats is None or obs.limits is None:
+        reasons = "; ".join(obs.problems.values()) or "limits or statistics unreadable"
+        return CheckResult(id=check_id, status=Status.UNKNOWN,
+                           summary=f"{name} table: cannot be judged: {reasons}")
+    stats, limits = obs.stats, obs.limits
+    rule = GcRule.for_kernel(obs.kernel)
+    evidence: dict[str, Any] = {
+        "counting_rule": rule.describe(),
+        "kernel": obs.kernel.release,
+        "entries_all_namespaces": stats.entries,
+        "gc_thresh1": limits.gc_thresh1,
+        "gc_thresh2": limits.gc_thresh2,
+        "gc_thresh3": limits.gc_thresh3,
+        "gc_interval_seconds": limits.gc_interval,
+        "gc_stale_time_seconds": limits.gc_stale_time,
+        "table_fulls_since_boot": stats.get("table_fulls"),
+        "forced_gc_runs_since_boot": stats.get("forced_gc_runs"),
+        "unresolved_discards_since_boot": stats.get("unresolved_discards"),
+    }
+
+    # The figure the kernel compares with gc_thresh3, or bounds on it.
+    table = obs.table
+    if not rule.exempt_permanent_and_external:
+        # Before 5.0 every entry counts, and the stat file's global `entries` is that count.
+        low = high = stats.entries
+        exact = True
+    elif table is not None and (table.exact or table.total == stats.entries):
+        # Every namespace was read, or some process could not be inspected but the entries
+        # read add up to the kernel's own global total: nothing is hidden either way.
+        low = high = table.counted
+        exact = True
+    else:
+        # Unread namespaces hide entries: what was read is a floor, and the global
+        # `entries` (every entry, PERMANENT included) is a ceiling.
+        low = table.counted if table is not None else 0
+        high = max(stats.entries, low)
+        exact = False
+    evidence["counted"] = low if exact else {"at_least": low, "at_most": high}
+    evidence["exact"] = exact
+
+    if table is not None:
+        evidence.update(_table_evidence(table))
+
+    # table_fulls rising during the check means the kernel is refusing entries right now.
+    fulls_delta = _delta(before.stats if before else None, stats, "table_fulls")
+    forced_delta = _delta(before.stats if before else None, stats, "forced_gc_runs")
+    if fulls_delta is not None:
+        evidence["table_fulls_during_check"] = fulls_delta
+        evidence["forced_gc_runs_during_check"] = forced_delta
+        evidence["interval_seconds"] = round(obs.monotonic - before.monotonic, 3) if before else None
+
+    g2, g3 = limits.gc_thresh2, limits.gc_thresh3
+    status_low = _status_of(low, gc_thresh2=g2, gc_thresh3=g3, t=t)
+    status_high = _status_of(high, gc_thresh2=g2, gc_thresh3=g3, t=t)
+    pct = 100.0 * low / g3 if g3 else 100.0
+    if exact:
+        status = status_low
+        headline = f"{low} of {g3} entries ({pct:.0f}% of gc_thresh3)"
+    else:
+        status = status_low if (status_low == status_high or status_low > Status.OK) \
+            else Status.UNKNOWN
+        headline = (f"between {low} and {high} of {g3} entries "
+                    f"({pct:.0f}%+ of gc_thresh3; "
+                    f"{len(table.unreadable) if table else 'no'} namespaces unreadable)")
+    if fulls_delta:
+        status = Status.CRITICAL
+
+    parts = [f"{name} table: {headline}"]
+    if low > g2:
+        parts.append(f"above gc_thresh2 {g2} (forced GC runs)")
+    if table is not None and low:
+        parts.append(f"{table.unreclaimable} unreclaimable by forced GC")
+    if fulls_delta:
+        parts.append(f"kernel refused {fulls_delta} new entries during the check "
+                     f"(table_fulls rose)")
+    elif stats.get("table_fulls"):
+        parts.append(f"table_fulls {stats.get('table_fulls')} since boot")
+    if status is Status.UNKNOWN:
+        parts.append("cannot tell ok from warning without reading every namespace "
+                     "(run as root with the host PID namespace)")
+
+    return CheckResult(
+        id=check_id,
+        status=status,
+        summary="; ".join(parts),
+        observed=low if exact else {"at_least": low, "at_most": high},
+        limit=g3,
+        recommendation=_recommendation(obs.family, high, limits, t, status),
+        evidence=evidence,
+    )
+
+
+def _table_evidence(table: NeighbourTable) -> dict[str, Any]:
+    devices: dict[str, int] = {}
+    for ns in table.namespaces:
+        for dev, n in ns.by_device.items():
+            devices[f"{ns.namespace}/{dev}"] = n
+    top_devices = dict(sorted(devices.items(), key=lambda kv: -kv[1])[:TOP])
+    top_ns = {ns.namespace: ns.counted
+              for ns in sorted(table.namespaces, key=lambda ns: -ns.counted)[:TOP]}
+    unreadable = dict(sorted(table.unreadable.items())[:TOP])
+    return {
+        "entries_read": table.total,
+        "unreclaimable": table.unreclaimable,
+        "reclaimable": table.counted - table.unreclaimable,
+        "states": dict(sorted(table.by_state().items())),
+        "flags": dict(sorted(table.by_flag().items())),
+        "top_devices": top_devices,
+        "top_namespaces": top_ns,
+        "namespaces_scanned": table.namespaces_read,
+        "namespaces_with_entries": len(table.namespaces),
+        "namespaces_unreadable": len(table.unreadable),
+        "unreadable_examples": unreadable,
+    }
+
+
+def _delta(before: NeighbourStats | None, after: NeighbourStats, name: str) -> int | None:
+    if before is None:
+        return None
+    return max(0, after.get(name) - before.get(name))
+
+
+def _recommendation(family: str, count: int, limits: Any, t: NeighbourThresholds,
+                    status: Status) -> str:
+    g3 = limits.gc_thresh3
+    if count <= t.headroom_ratio * g3 and status is Status.OK:
+        return ""
+    new3 = max(g3, round_up(count / t.headroom_ratio))
+    settings = {
+        f"{SYSCTL[family]}.gc_thresh1": max(limits.gc_thresh1, new3 // 8),
+        f"{SYSCTL[family]}.gc_thresh2": max(limits.gc_thresh2, new3 // 2),
+        f"{SYSCTL[family]}.gc_thresh3": new3,
+    }
+    why = (f"Raise the thresholds so today's {count} entries use at most "
+           f"{t.headroom_ratio:.0%} of gc_thresh3 (gc_thresh1/2 scaled 1:4:8 as the defaults):")
+    return why + "\n" + recommend(settings, conf_file=f"90-netagent-neighbour-{family}.conf")

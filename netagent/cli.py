@@ -1,0 +1,99 @@
+"""The ``netagent`` command: thin click commands over the runner and the agent.
+
+Exit codes follow the Nagios convention: 0 ok, 1 warning, 2 critical, 3 unknown; usage and
+configuration errors are 3 with one line naming the problem. Every option can also be set
+from the environment as ``NETAGENT_<COMMAND>_<OPTION>`` (click's ``auto_envvar_prefix``).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import click
+
+from netagent import __version__
+from netagent.config import Config
+from netagent.config import load as load_config
+from netagent.errors import NetagentError
+from netagent.model import Status
+from netagent.wiring import SOURCE_NAMES
+
+EXIT_UNKNOWN = int(Status.UNKNOWN)
+
+
+def config_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--config", "config_path", type=click.Path(dir_okay=False),
+        help="YAML configuration file (thresholds, headroom, resolvers).",
+    )(func)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="netagent")
+def cli() -> None:
+    """Guard the kernel's small network tables on a Kubernetes node."""
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--only", multiple=True, type=click.Choice(SOURCE_NAMES),
+              help="Read only this source (repeatable).")
+@config_option
+@click.option("--interval", type=click.FloatRange(0, 3600), default=None,
+              help="Seconds between the two samples used for rates [default: 2].")
+@click.option("--nodes", type=click.IntRange(1), default=None,
+              help="Cluster size, when the Kubernetes API cannot be read.")
+@click.option("-v", "--verbose", is_flag=True, help="Show evidence and every fix.")
+def check(as_json: bool, only: Sequence[str], config_path: str | None,
+          interval: float | None, nodes: int | None, verbose: bool) -> None:
+    """Check this node's tables now and print a report.
+
+    Exit status: 0 ok, 1 warning, 2 critical, 3 unknown.
+    """
+    from netagent import runner  # noqa: PLC0415 - keep `--help` fast
+    from netagent.report import json as json_report  # noqa: PLC0415
+    from netagent.report import text as text_report  # noqa: PLC0415
+    from netagent.wiring import build_sources  # noqa: PLC0415
+
+    config = _config(config_path, interval=interval, nodes=nodes)
+    sources = build_sources(config, only=only)
+    report = runner.check_once(sources, config, interval=config.interval)
+    if as_json:
+        click.echo(json_report.render(report))
+    else:
+        click.echo(text_report.render(report, verbose=verbose,
+                                      colour=sys.stdout.isatty()))
+    sys.exit(int(report.status))
+
+
+def _config(path: str | None, **overrides: Any) -> Config:
+    import dataclasses  # noqa: PLC0415
+
+    config = load_config(path)
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    return dataclasses.replace(config, **changes) if changes else config
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point: map every usage or configuration error to exit 3 with one line."""
+    try:
+        cli.main(args=argv, prog_name="netagent", auto_envvar_prefix="NETAGENT",
+                 standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as err:
+        click.echo(err.format_message() if hasattr(err, "format_message") else str(err))
+        sys.exit(EXIT_UNKNOWN)
+    except click.UsageError as err:
+        click.echo(f"netagent: {err.format_message()}", err=True)
+        sys.exit(EXIT_UNKNOWN)
+    except click.ClickException as err:
+        click.echo(f"netagent: {err.format_message()}", err=True)
+        sys.exit(EXIT_UNKNOWN)
+    except click.Abort:
+        click.echo("netagent: aborted", err=True)
+        sys.exit(EXIT_UNKNOWN)
+    except NetagentError as err:
+        click.echo(f"netagent: {err}", err=True)
+        sys.exit(EXIT_UNKNOWN)
+    sys.exit(0)

@@ -1,0 +1,130 @@
+"""Configuration: YAML -> frozen dataclasses.
+
+Every key has a default, so an empty file (or none) is a valid configuration. An unknown key,
+a value of the wrong type or out of range is a ``ConfigError`` that names the key and the
+file. Sections are plain dataclasses; the loader walks their fields, so a new setting is one
+field with a default and, where it needs one, a range in ``_RANGES``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from netagent.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class NeighbourThresholds:
+    warning_ratio: float = 0.80  # of gc_thresh3
+    critical_ratio: float = 0.95
+    headroom_ratio: float = 0.50  # recommended limits put today's count at most here
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    neighbour: NeighbourThresholds = field(default_factory=NeighbourThresholds)
+
+
+@dataclass(frozen=True)
+class Config:
+    interval: float = 2.0  # seconds between the two samples taken by `netagent check`
+    nodes: int | None = None  # cluster size, when it cannot be read from the API
+    thresholds: Thresholds = field(default_factory=Thresholds)
+
+
+# (minimum, maximum) for numeric keys, by dotted path
+_RANGES: dict[str, tuple[float, float]] = {
+    "interval": (0, 3600),
+    "nodes": (1, 1_000_000),
+    "thresholds.neighbour.warning_ratio": (0.01, 1.0),
+    "thresholds.neighbour.critical_ratio": (0.01, 1.0),
+    "thresholds.neighbour.headroom_ratio": (0.05, 0.95),
+}
+
+
+def load(path: str | Path | None) -> Config:
+    """Read a YAML file; ``None`` gives the defaults."""
+    if path is None:
+        return Config()
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read: {err.strerror}") from err
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    if data is None:
+        data = {}
+    config = build(Config, data, where=str(path))
+    _cross_checks(config, where=str(path))
+    return config
+
+
+def build(cls: type[Any], data: Any, *, where: str, prefix: str = "") -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: {prefix or 'the file'} must be a mapping")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            dotted = prefix + str(key)
+            raise ConfigError(f"{where}: unknown key '{dotted}' (known: {', '.join(sorted(names))})")
+    values = {}
+    for name in names:
+        if name in data:
+            dotted = prefix + name
+            values[name] = _convert(hints[name], data[name], where=where, key=dotted)
+    return cls(**values)
+
+
+def _convert(hint: Any, value: Any, *, where: str, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None:
+            return None
+        hint = options[0]
+        origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return build(hint, value, where=where, prefix=key + ".")
+    if origin is tuple:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}: '{key}' must be a list of strings")
+        return tuple(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: '{key}' must be true or false, not {value!r}")
+        return value
+    if hint in (int, float):
+        if isinstance(value, bool) or not isinstance(value, int | float) or (
+            hint is int and not isinstance(value, int)
+        ):
+            kind = "an integer" if hint is int else "a number"
+            raise ConfigError(f"{where}: '{key}' must be {kind}, not {value!r}")
+        low, high = _RANGES.get(key, (float("-inf"), float("inf")))
+        if not low <= value <= high:
+            raise ConfigError(f"{where}: '{key}' must be between {low:g} and {high:g}, "
+                              f"not {value!r}")
+        return hint(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: '{key}' must be a string, not {value!r}")
+        return value
+    raise ConfigError(f"{where}: '{key}': unsupported setting type {hint!r}")
+
+
+def _cross_checks(config: Config, *, where: str) -> None:
+    n = config.thresholds.neighbour
+    if n.warning_ratio >= n.critical_ratio:
+        raise ConfigError(f"{where}: 'thresholds.neighbour.warning_ratio' ({n.warning_ratio}) "
+                          f"must be below 'thresholds.neighbour.critical_ratio' "
+                          f"({n.critical_ratio})")

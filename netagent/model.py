@@ -1,0 +1,232 @@
+"""Immutable records shared by every layer.
+
+Pure data: no I/O, no imports beyond the standard library. Parsers build these records,
+sources return them, checks read them, reports and the exporter render them.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, TypeVar
+
+
+class Status(enum.IntEnum):
+    """Check status; values are the Nagios exit codes ``netagent check`` returns."""
+
+    OK = 0
+    WARNING = 1
+    CRITICAL = 2
+    UNKNOWN = 3
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+    @staticmethod
+    def worst(statuses: list[Status]) -> Status:
+        """The status of a whole report: UNKNOWN only when nothing worse is known."""
+        known = [s for s in statuses if s is not Status.UNKNOWN]
+        if known and max(known) > Status.OK:
+            return max(known)
+        if Status.UNKNOWN in statuses:
+            return Status.UNKNOWN
+        return Status.OK
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One finding: what was seen, against which limit, and what to do about it.
+
+    ``observed`` and ``limit`` are the headline figures (numbers or short strings);
+    ``evidence`` carries the supporting detail shown with ``-v`` and in JSON.
+    """
+
+    id: str
+    status: Status
+    summary: str
+    observed: Any = None
+    limit: Any = None
+    recommendation: str = ""
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SourceRun:
+    """How one source's collection went."""
+
+    name: str
+    ok: bool
+    duration_seconds: float
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Report:
+    node: str
+    kernel: str
+    checks: tuple[CheckResult, ...]
+    sources: tuple[SourceRun, ...]
+
+    @property
+    def status(self) -> Status:
+        return Status.worst([c.status for c in self.checks])
+
+
+@dataclass(frozen=True)
+class KernelVersion:
+    """The running kernel's release, compared as (major, minor, patch)."""
+
+    release: str
+    major: int
+    minor: int
+    patch: int = 0
+
+    def at_least(self, major: int, minor: int, patch: int = 0) -> bool:
+        return (self.major, self.minor, self.patch) >= (major, minor, patch)
+
+
+# --- neighbour tables -------------------------------------------------------------------
+
+FAMILIES = ("ipv4", "ipv6")
+STAT_FILE = {"ipv4": "arp_cache", "ipv6": "ndisc_cache"}
+
+
+class NeighbourEntry(NamedTuple):
+    """The fields of one RTM_NEWNEIGH message that netagent needs (see parse.netlink).
+
+    A NamedTuple rather than a dataclass: tables hold 100,000 of these and a tuple is the
+    cheapest record Python builds.
+    """
+
+    ifindex: int
+    state: int  # NUD_* bit
+    flags: int  # NTF_* bits of ndm_flags
+    flags_ext: int  # NTF_EXT_* bits of NDA_FLAGS_EXT (Linux 5.16+), else 0
+    refcnt: int | None  # ndm_refcnt from NDA_CACHEINFO: references minus one
+    updated_ticks: int | None  # ndm_updated: age in USER_HZ ticks
+
+
+@dataclass(frozen=True)
+class NeighbourStats:
+    """``/proc/net/stat/{arp,ndisc}_cache``: global ``entries`` and per-CPU sums."""
+
+    entries: int
+    counters: Mapping[str, int]
+
+    def get(self, name: str) -> int:
+        return self.counters.get(name, 0)
+
+
+@dataclass(frozen=True)
+class NeighbourLimits:
+    """``net.ipv{4,6}.neigh.default.*``: the thresholds of one family's table."""
+
+    gc_thresh1: int
+    gc_thresh2: int
+    gc_thresh3: int
+    gc_interval: int | None = None  # seconds
+    gc_stale_time: int | None = None  # seconds
+
+
+@dataclass(frozen=True)
+class NamespaceNeighbours:
+    """One family's neighbours in one network namespace, already counted."""
+
+    namespace: str
+    total: int
+    counted: int  # entries that count against gc_thresh* on this kernel
+    unreclaimable: int  # counted entries forced GC cannot free right now
+    by_state: Mapping[str, int]
+    by_device: Mapping[str, int]
+    by_flag: Mapping[str, int]
+
+
+@dataclass(frozen=True)
+class NeighbourTable:
+    """One family's table across every network namespace that could be read."""
+
+    family: str
+    namespaces: tuple[NamespaceNeighbours, ...]  # those holding entries of this family
+    namespaces_read: int
+    unreadable: Mapping[str, str]  # namespace (or /proc path) -> why it could not be read
+
+    @property
+    def exact(self) -> bool:
+        return not self.unreadable
+
+    @property
+    def total(self) -> int:
+        return sum(ns.total for ns in self.namespaces)
+
+    @property
+    def counted(self) -> int:
+        return sum(ns.counted for ns in self.namespaces)
+
+    @property
+    def unreclaimable(self) -> int:
+        return sum(ns.unreclaimable for ns in self.namespaces)
+
+    def by_state(self) -> dict[str, int]:
+        return _merge(ns.by_state for ns in self.namespaces)
+
+    def by_flag(self) -> dict[str, int]:
+        return _merge(ns.by_flag for ns in self.namespaces)
+
+
+@dataclass(frozen=True)
+class NeighbourObservation:
+    """Everything read about one family's neighbour table at one moment.
+
+    Each part is ``None`` when it could not be read; ``problems`` says why.
+    """
+
+    family: str
+    kernel: KernelVersion
+    stats: NeighbourStats | None
+    limits: NeighbourLimits | None
+    table: NeighbourTable | None
+    problems: Mapping[str, str] = field(default_factory=dict)
+    monotonic: float = 0.0
+
+
+@dataclass(frozen=True)
+class NeighbourSnapshot:
+    """What the ``neighbours`` source returns: one observation per family."""
+
+    families: Mapping[str, NeighbourObservation]
+
+
+def _merge(parts: Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for part in parts:
+        for key, value in part.items():
+            out[key] = out.get(key, 0) + value
+    return out
+
+
+# --- what a collection round hands the checks --------------------------------------------
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Observations:
+    """The observations of one collection round, keyed by source name.
+
+    ``baseline`` holds an earlier sample of the same sources (for counters that must be
+    turned into rates); ``errors`` says why a source produced nothing.
+    """
+
+    current: Mapping[str, Any]
+    baseline: Mapping[str, Any] = field(default_factory=dict)
+    errors: Mapping[str, str] = field(default_factory=dict)
+
+    def get(self, name: str, kind: type[T]) -> T | None:
+        value = self.current.get(name)
+        return value if isinstance(value, kind) else None
+
+    def get_baseline(self, name: str, kind: type[T]) -> T | None:
+        value = self.baseline.get(name)
+        return value if isinstance(value, kind) else None

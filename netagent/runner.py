@@ -1,0 +1,76 @@
+"""One round of collection and checks: the heart of ``netagent check``.
+
+Plan: a cheap baseline sample of every selected source, a pause of ``interval`` seconds, a
+full collection, then the pure checks on both. Sources fail independently: a failure becomes
+an ``unknown`` check and a source entry with the reason, never an exception.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from netagent.checks import registry
+from netagent.config import Config
+from netagent.errors import NetagentError
+from netagent.model import Observations, Report, SourceRun
+from netagent.sources import Source
+
+
+def collect(
+    sources: Mapping[str, Source],
+    *,
+    clock: Callable[[], float] = time.monotonic,
+) -> tuple[dict[str, Any], dict[str, str], list[SourceRun]]:
+    """Full collection of each source, timed; returns (observations, errors, runs)."""
+    current: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    runs: list[SourceRun] = []
+    for name, source in sources.items():
+        start = clock()
+        try:
+            current[name] = source.collect()
+        except NetagentError as err:
+            errors[name] = str(err)
+        except OSError as err:  # a source that let one through: still not a crash
+            errors[name] = f"{type(err).__name__}: {err}"
+        runs.append(SourceRun(name=name, ok=name in current,
+                              duration_seconds=round(clock() - start, 6),
+                              error=errors.get(name)))
+    return current, errors, runs
+
+
+def baseline(sources: Mapping[str, Source]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, source in sources.items():
+        try:
+            out[name] = source.sample()
+        except (NetagentError, OSError):
+            pass  # the full collection will report the problem
+    return out
+
+
+def check_once(
+    sources: Mapping[str, Source],
+    config: Config,
+    *,
+    interval: float,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    node: str | None = None,
+) -> Report:
+    before = baseline(sources) if interval > 0 else {}
+    if interval > 0:
+        sleep(interval)
+    current, errors, runs = collect(sources, clock=clock)
+    obs = Observations(current=current, baseline=before, errors=errors)
+    checks = registry.evaluate(obs, config, sources=list(sources))
+    return Report(
+        node=node or os.environ.get("NODE_NAME") or socket.gethostname(),
+        kernel=os.uname().release,
+        checks=tuple(checks),
+        sources=tuple(runs),
+    )
