@@ -52,10 +52,10 @@ def check(as_json: bool, only: Sequence[str], config_path: str | None,
 
     Exit status: 0 ok, 1 warning, 2 critical, 3 unknown.
     """
-    from netagent import runner  # noqa: PLC0415 - keep `--help` fast
-    from netagent.report import json as json_report  # noqa: PLC0415
-    from netagent.report import text as text_report  # noqa: PLC0415
-    from netagent.wiring import build_sources  # noqa: PLC0415
+    from netagent import runner
+    from netagent.report import json as json_report
+    from netagent.report import text as text_report
+    from netagent.wiring import build_sources
 
     config = _config(config_path, interval=interval, nodes=nodes)
     sources = build_sources(config, only=only)
@@ -69,7 +69,7 @@ def check(as_json: bool, only: Sequence[str], config_path: str | None,
 
 
 def _config(path: str | None, **overrides: Any) -> Config:
-    import dataclasses  # noqa: PLC0415
+    import dataclasses
 
     config = load_config(path)
     changes = {k: v for k, v in overrides.items() if v is not None}

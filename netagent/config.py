@@ -64,7 +64,7 @@ def load(path: str | Path | None) -> Config:
         raise ConfigError(f"{path}: not valid YAML: {err}") from err
     if data is None:
         data = {}
-    config = build(Config, data, where=str(path))
+    config: Config = build(Config, data, where=str(path))
     _cross_checks(config, where=str(path))
     return config
 
@@ -77,7 +77,8 @@ def build(cls: type[Any], data: Any, *, where: str, prefix: str = "") -> Any:
     for key in data:
         if key not in names:
             dotted = prefix + str(key)
-            raise ConfigError(f"{where}: unknown key '{dotted}' (known: {', '.join(sorted(names))})")
+            known = ", ".join(sorted(names))
+            raise ConfigError(f"{where}: unknown key '{dotted}' (known: {known})")
     values = {}
     for name in names:
         if name in data:
@@ -94,7 +95,7 @@ def _convert(hint: Any, value: Any, *, where: str, key: str) -> Any:
             return None
         hint = options[0]
         origin = typing.get_origin(hint)
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return build(hint, value, where=where, prefix=key + ".")
     if origin is tuple:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):

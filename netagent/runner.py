@@ -7,6 +7,7 @@ an ``unknown`` check and a source entry with the reason, never an exception.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
@@ -46,10 +47,9 @@ def collect(
 def baseline(sources: Mapping[str, Source]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, source in sources.items():
-        try:
+        # A failing sample is not reported: the full collection will say what is wrong.
+        with contextlib.suppress(NetagentError, OSError):
             out[name] = source.sample()
-        except (NetagentError, OSError):
-            pass  # the full collection will report the problem
     return out
 
 

@@ -108,7 +108,8 @@ def check_family(
     if fulls_delta is not None:
         evidence["table_fulls_during_check"] = fulls_delta
         evidence["forced_gc_runs_during_check"] = forced_delta
-        evidence["interval_seconds"] = round(obs.monotonic - before.monotonic, 3) if before else None
+        evidence["interval_seconds"] = (
+            round(obs.monotonic - before.monotonic, 3) if before else None)
 
     g2, g3 = limits.gc_thresh2, limits.gc_thresh3
     status_low = _status_of(low, gc_thresh2=g2, gc_thresh3=g3, t=t)
