@@ -68,6 +68,25 @@ def check(as_json: bool, only: Sequence[str], config_path: str | None,
     sys.exit(int(report.status))
 
 
+@cli.command()
+@click.option("--listen", default=None, metavar="HOST:PORT",
+              help="Address for /metrics, /healthz and /readyz [default: agent.listen, "
+                   "0.0.0.0:9465].")
+@config_option
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="One log line per state change, as text or JSON.")
+def run(listen: str | None, config_path: str | None, log_format: str) -> None:
+    """Run as a daemon: collect on a schedule and serve Prometheus metrics.
+
+    Stops cleanly on SIGTERM or SIGINT. See it work with `curl -s localhost:9465/metrics`.
+    """
+    from netagent import agent
+
+    config = _config(config_path)
+    agent.setup_logging(log_format)
+    agent.serve(config, listen=listen)
+
+
 def _config(path: str | None, **overrides: Any) -> Config:
     import dataclasses
 

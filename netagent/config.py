@@ -33,10 +33,31 @@ class Thresholds:
 
 
 @dataclass(frozen=True)
+class AgentIntervals:
+    """Seconds between collections of each source by `netagent run` (jitter added)."""
+
+    neighbours: float = 15.0
+    conntrack: float = 15.0
+    overlay: float = 15.0
+    dns: float = 30.0
+    cluster: float = 300.0  # every node lists nodes: keep the API load low (DESIGN.md §2)
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    """The `agent:` section: the daemon `netagent run`."""
+
+    listen: str = "0.0.0.0:9465"
+    jitter: float = 0.1  # each interval varies by up to this fraction, either way
+    intervals: AgentIntervals = field(default_factory=AgentIntervals)
+
+
+@dataclass(frozen=True)
 class Config:
     interval: float = 2.0  # seconds between the two samples taken by `netagent check`
     nodes: int | None = None  # cluster size, when it cannot be read from the API
     thresholds: Thresholds = field(default_factory=Thresholds)
+    agent: AgentSettings = field(default_factory=AgentSettings)
 
 
 # (minimum, maximum) for numeric keys, by dotted path
@@ -46,6 +67,12 @@ _RANGES: dict[str, tuple[float, float]] = {
     "thresholds.neighbour.warning_ratio": (0.01, 1.0),
     "thresholds.neighbour.critical_ratio": (0.01, 1.0),
     "thresholds.neighbour.headroom_ratio": (0.05, 0.95),
+    "agent.jitter": (0, 0.5),
+    "agent.intervals.neighbours": (0.1, 86400),
+    "agent.intervals.conntrack": (0.1, 86400),
+    "agent.intervals.overlay": (0.1, 86400),
+    "agent.intervals.dns": (0.1, 86400),
+    "agent.intervals.cluster": (0.1, 86400),
 }
 
 

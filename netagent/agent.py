@@ -1,0 +1,276 @@
+"""The daemon behind ``netagent run``: collect on a schedule, judge, and serve metrics.
+
+One worker thread runs the scheduler: each source on its own interval (with jitter, so a
+fleet of nodes does not poll in step), each failing on its own. After every collection the
+checks are evaluated again on the latest observation of every source, with the previous
+observation of each as the baseline, so counters become rates over one interval. The HTTP
+server (``netagent.exporter.server``) runs in its own threads and only reads the latest
+state. A person sees the same as ``curl -s localhost:9465/metrics``.
+
+The log has one line per state change (a source going up or down, a check changing
+status), never one per sample.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from types import FrameType
+from typing import Any
+
+from netagent import __version__
+from netagent.checks import registry
+from netagent.config import Config
+from netagent.errors import NetagentError
+from netagent.exporter.server import HttpServer, make_app, make_registry, parse_listen
+from netagent.exporter.state import AgentState, SourceState
+from netagent.model import CheckResult, Observations, SourceRun, Status
+from netagent.sources import Source
+from netagent.wiring import build_sources
+
+log = logging.getLogger("netagent.agent")
+
+_LEVEL = {Status.OK: logging.INFO, Status.WARNING: logging.WARNING,
+          Status.CRITICAL: logging.ERROR, Status.UNKNOWN: logging.WARNING}
+
+
+class Agent:
+    """The scheduler and the state it carries between collections.
+
+    ``clock`` is monotonic seconds; ``wait(seconds)`` sleeps and returns True when the agent
+    must stop (by default ``threading.Event.wait`` on the agent's stop event, so ``stop()``
+    ends a sleep at once). Both are injected so tests run the schedule without sleeping.
+    """
+
+    def __init__(
+        self,
+        sources: Mapping[str, Source],
+        config: Config,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wait: Callable[[float], bool] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.sources = dict(sources)
+        self.config = config
+        self.clock = clock
+        self._stop = threading.Event()
+        self.wait = wait or self._stop.wait
+        self.rng = rng or random.Random()
+        settings = config.agent
+        self.intervals = {name: float(getattr(settings.intervals, name)) for name in sources}
+        self.jitter = settings.jitter
+        # Sources start within the first second, in random order, then drift apart.
+        now = clock()
+        self.due = {name: now + self.rng.uniform(0, min(1.0, self.jitter * interval))
+                    for name, interval in self.intervals.items()}
+        self._latest: dict[str, Any] = {}  # source -> observation of its latest success
+        self._previous: dict[str, Any] = {}  # source -> the success before that
+        self._errors: dict[str, str] = {}  # source -> why its latest collection failed
+        self._state = AgentState()
+
+    # -- what the HTTP threads read ------------------------------------------------------
+    def state(self) -> AgentState:
+        return self._state
+
+    def ready(self) -> bool:
+        """Every source has completed one collection (successful or not)."""
+        return set(self._state.sources) >= set(self.sources)
+
+    # -- the loop ---------------------------------------------------------------------
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def run(self, *, max_rounds: int | None = None) -> None:
+        """Collect until ``stop()``; ``max_rounds`` bounds the number of wake-ups (tests)."""
+        rounds = 0
+        while not self.stopping and (max_rounds is None or rounds < max_rounds):
+            rounds += 1
+            self.run_due()
+            delay = max(0.0, min(self.due.values(), default=self.clock() + 1.0) - self.clock())
+            if self.wait(delay):
+                break
+
+    def run_due(self) -> list[str]:
+        """Collect every source whose time has come, most overdue first; returns their names."""
+        now = self.clock()
+        ran = []
+        for name in sorted((n for n, t in self.due.items() if t <= now),
+                           key=lambda n: self.due[n]):
+            if self.stopping:
+                break
+            start = self.clock()
+            self.collect_one(name)
+            interval = self.intervals[name]
+            # From the start of this collection, so a slow source keeps its rhythm; a
+            # collection longer than its interval runs again at once, after the others due.
+            self.due[name] = start + interval * (1 + self.rng.uniform(-self.jitter, self.jitter))
+            ran.append(name)
+        return ran
+
+    def collect_one(self, name: str) -> SourceRun:
+        source = self.sources[name]
+        start = self.clock()
+        error: str | None = None
+        observation: Any = None
+        try:
+            observation = source.collect()
+        except Exception as err:  # every failure, even a bug, stays inside this source
+            error = str(err) or type(err).__name__
+            if not isinstance(err, NetagentError | OSError):
+                log.exception("source %s raised an unexpected error", name)
+        run = SourceRun(name=name, ok=error is None, duration_seconds=round(
+            self.clock() - start, 6), error=error)
+        was = self._state.sources.get(name)
+        if error is None:
+            if name in self._latest:
+                self._previous[name] = self._latest[name]
+            self._latest[name] = observation
+            self._errors.pop(name, None)
+        else:
+            self._latest.pop(name, None)  # keep _previous: the baseline for the next success
+            self._errors[name] = error
+        self._log_source(run, was.run if was else None)
+        sources = dict(self._state.sources)
+        sources[name] = SourceState(name=name, run=run, observation=observation)
+        checks = self._evaluate(sources)
+        self._log_checks(self._state.checks, checks)
+        self._state = AgentState(sources=sources, checks=checks)
+        return run
+
+    def _evaluate(self, sources: Mapping[str, SourceState]) -> tuple[CheckResult, ...]:
+        # Only sources collected at least once are judged: before its first collection a
+        # source has no check rather than an "unknown" that would only mean "starting".
+        baseline = {n: self._previous[n] for n in self._latest if n in self._previous}
+        obs = Observations(current=dict(self._latest), baseline=baseline,
+                           errors=dict(self._errors))
+        names = [n for n in self.sources if n in sources]
+        try:
+            return tuple(registry.evaluate(obs, self.config, sources=names))
+        except Exception:  # a check bug keeps the previous verdicts rather than none
+            log.exception("checks failed; keeping the previous results")
+            return self._state.checks
+
+    # -- one log line per change ----------------------------------------------------------
+    def _log_source(self, run: SourceRun, before: SourceRun | None) -> None:
+        if before is not None and before.ok == run.ok:
+            return
+        if run.ok:
+            log.info("source %s up (collected in %.3f s)", run.name, run.duration_seconds,
+                     extra={"event": "source_up", "source": run.name,
+                            "duration_seconds": run.duration_seconds})
+        else:
+            log.warning("source %s down: %s", run.name, run.error,
+                        extra={"event": "source_down", "source": run.name, "error": run.error})
+
+    def _log_checks(self, before: tuple[CheckResult, ...],
+                    after: tuple[CheckResult, ...]) -> None:
+        old = {c.id: c.status for c in before}
+        for check in after:
+            was = old.get(check.id)
+            if was is check.status:
+                continue
+            log.log(_LEVEL[check.status], "check %s %s -> %s: %s", check.id,
+                    was.label if was is not None else "none", check.status.label,
+                    check.summary,
+                    extra={"event": "check_status", "check": check.id,
+                           "from": was.label if was is not None else None,
+                           "to": check.status.label, "summary": check.summary})
+
+
+# -- logging ---------------------------------------------------------------------------
+
+_EXTRA_KEYS = ("event", "source", "check", "from", "to", "error", "duration_seconds",
+               "summary", "listen", "version")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message and the event's fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key in _EXTRA_KEYS:
+            if key in record.__dict__:
+                out[key] = record.__dict__[key]
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+def setup_logging(fmt: str, *, stream: Any = None) -> None:
+    handler = logging.StreamHandler(stream or sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        formatter = logging.Formatter("%(asctime)s.%(msecs)03dZ %(levelname)s %(message)s",
+                                      datefmt="%Y-%m-%dT%H:%M:%S")
+        formatter.converter = time.gmtime
+        handler.setFormatter(formatter)
+    root = logging.getLogger("netagent")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    root.propagate = False
+
+
+# -- the process -----------------------------------------------------------------------
+
+def serve(config: Config, *, listen: str | None = None) -> None:
+    """``netagent run``: serve until SIGTERM or SIGINT, then stop within a couple of seconds.
+
+    Returns after a signal; raises ``NetagentError`` if the collector thread died.
+    """
+    host, port = parse_listen(listen or config.agent.listen)
+    sources = build_sources(config)
+    agent = Agent(sources, config)
+    server = HttpServer(make_app(make_registry(agent.state), ready=agent.ready),
+                        host=host, port=port)
+
+    # The handler only records the signal. Setting the agent's Event from a handler could
+    # deadlock: the handler runs in the main thread, possibly while it holds that Event's
+    # lock, and the lock is not reentrant.
+    received: list[int] = []
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        received.append(signum)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    worker = threading.Thread(target=agent.run, name="collector", daemon=True)
+    try:
+        server.start()
+        log.info("netagent %s listening on %s:%d; sources: %s", __version__, host,
+                 server.port, ", ".join(sources) or "none",
+                 extra={"event": "start", "listen": f"{host}:{server.port}",
+                        "version": __version__})
+        worker.start()
+        while not received and worker.is_alive():
+            time.sleep(0.2)
+        if received:
+            log.info("received %s, stopping", signal.Signals(received[0]).name,
+                     extra={"event": "signal"})
+    finally:
+        agent.stop()
+        server.stop()
+        # A collection in progress is not interrupted; it is bounded by the sources' own
+        # timeouts, and the thread is a daemon, so exit does not wait for more than this.
+        worker.join(timeout=2)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        log.info("stopped", extra={"event": "stop"})
+    if not received:
+        raise NetagentError("the collector thread ended unexpectedly")
