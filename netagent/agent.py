@@ -70,7 +70,8 @@ class Agent:
         now = clock()
         self.due = {name: now + self.rng.uniform(0, min(1.0, self.jitter * interval))
                     for name, interval in self.intervals.items()}
-        self._latest: dict[str, Any] = {}  # source -> observation of its latest success
+        self._latest: dict[str, Any] = {}  # source -> its latest observation, if it succeeded
+        self._last_success: dict[str, Any] = {}  # source -> its latest successful observation
         self._previous: dict[str, Any] = {}  # source -> the success before that
         self._errors: dict[str, str] = {}  # source -> why its latest collection failed
         self._state = AgentState()
@@ -133,12 +134,14 @@ class Agent:
             self.clock() - start, 6), error=error)
         was = self._state.sources.get(name)
         if error is None:
-            if name in self._latest:
-                self._previous[name] = self._latest[name]
-            self._latest[name] = observation
+            if name in self._last_success:
+                self._previous[name] = self._last_success[name]
+            self._last_success[name] = self._latest[name] = observation
             self._errors.pop(name, None)
         else:
-            self._latest.pop(name, None)  # keep _previous: the baseline for the next success
+            # The checks see no observation, but the last success stays the baseline for
+            # the next one: counters then become rates over the longer interval.
+            self._latest.pop(name, None)
             self._errors[name] = error
         self._log_source(run, was.run if was else None)
         sources = dict(self._state.sources)

@@ -1,0 +1,292 @@
+"""The daemon's scheduler, state and logs, driven by an injected clock (no sleeping)."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import itertools
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from exporter_records import snapshot
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from netagent.agent import Agent, setup_logging
+from netagent.config import AgentIntervals, AgentSettings, Config
+from netagent.errors import SourceError
+from netagent.exporter.collector import NetagentCollector
+from netagent.model import NeighbourSnapshot, NeighbourStats, Status
+
+
+class FakeClock:
+    """Monotonic time that moves only when the agent waits (or a source takes time)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.waits: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def wait(self, seconds: float) -> bool:
+        self.waits.append(seconds)
+        self.now += seconds
+        return False
+
+
+class RecordedNeighbours:
+    """Replays the recorded neighbour table; ``table_fulls`` rises by ``fulls[n]`` at call n."""
+
+    name = "neighbours"
+
+    def __init__(self, clock: FakeClock, *, fail: frozenset[int] = frozenset(),
+                 fulls: dict[int, int] | None = None, takes: float = 0.0) -> None:
+        self.clock = clock
+        self.fail = fail
+        self.fulls = fulls or {}
+        self.takes = takes
+        self.calls: list[float] = []
+
+    def sample(self) -> NeighbourSnapshot:
+        return self.collect()
+
+    def collect(self) -> NeighbourSnapshot:
+        self.calls.append(self.clock())
+        n = len(self.calls)
+        self.clock.now += self.takes
+        if n in self.fail:
+            raise SourceError("ipv4 neighbours in host: no answer from the kernel in 10.0 s")
+        extra = sum(v for k, v in self.fulls.items() if k <= n)
+        base = snapshot(monotonic=self.clock())
+        families = {}
+        for family, obs in base.families.items():
+            assert obs.stats is not None
+            counters = dict(obs.stats.counters)
+            counters["table_fulls"] = counters.get("table_fulls", 0) + extra
+            families[family] = dataclasses.replace(
+                obs, stats=NeighbourStats(entries=obs.stats.entries, counters=counters))
+        return NeighbourSnapshot(families)
+
+
+class Probe:
+    """A second source with no metrics module: only up and duration are exported for it."""
+
+    name = "dns"
+
+    def __init__(self, clock: FakeClock, *, error: BaseException | None = None) -> None:
+        self.clock = clock
+        self.error = error
+        self.calls: list[float] = []
+
+    def sample(self) -> object:
+        return self.collect()
+
+    def collect(self) -> object:
+        self.calls.append(self.clock())
+        if self.error is not None:
+            raise self.error
+        return {"probes": 0}
+
+
+def config(*, jitter: float = 0.1, neighbours: float = 15, dns: float = 30) -> Config:
+    return Config(agent=AgentSettings(jitter=jitter, intervals=AgentIntervals(
+        neighbours=neighbours, dns=dns)))
+
+
+def gaps(times: list[float]) -> list[float]:
+    return [b - a for a, b in itertools.pairwise(times)]
+
+
+def metrics(agent: Agent) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    registry = CollectorRegistry()
+    registry.register(NetagentCollector(agent.state))
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in text_string_to_metric_families(generate_latest(registry).decode())
+            for s in fam.samples}
+
+
+def test_each_source_on_its_own_interval_with_bounded_jitter() -> None:
+
+
+    clock = FakeClock()
+    neigh, dns = RecordedNeighbours(clock), Probe(clock)
+    agent = Agent({"neighbours": neigh, "dns": dns}, config(), clock=clock, wait=clock.wait,
+                  rng=random.Random(7))
+    start = clock.now
+    agent.run(max_rounds=200)
+    assert neigh.calls[0] - start <= 1.0 and dns.calls[0] - start <= 1.0
+    assert all(13.5 <= g <= 16.5 for g in gaps(neigh.calls)), gaps(neigh.calls)
+    assert all(27.0 <= g <= 33.0 for g in gaps(dns.calls)), gaps(dns.calls)
+    assert len(set(round(g, 6) for g in gaps(neigh.calls))) > 5  # jitter actually varies
+    assert all(w >= 0 for w in clock.waits)
+    # the loop sleeps until the next source is due, never busy-waits
+    assert len(clock.waits) <= len(neigh.calls) + len(dns.calls) + 1
+
+
+def test_a_slow_collection_keeps_the_rhythm() -> None:
+    clock = FakeClock()
+    neigh = RecordedNeighbours(clock, takes=4.0)
+    agent = Agent({"neighbours": neigh}, config(jitter=0), clock=clock, wait=clock.wait)
+    agent.run(max_rounds=10)
+    assert gaps(neigh.calls) == [15.0] * (len(neigh.calls) - 1)
+
+
+def test_ready_after_every_source_completed_once_even_a_failing_one() -> None:
+    clock = FakeClock()
+    neigh = RecordedNeighbours(clock)
+    dns = Probe(clock, error=SourceError("resolv.conf: no nameserver"))
+    agent = Agent({"neighbours": neigh, "dns": dns}, config(), clock=clock, wait=clock.wait)
+    assert not agent.ready()
+    agent.collect_one("neighbours")
+    assert not agent.ready()
+    agent.collect_one("dns")
+    assert agent.ready()
+    m = metrics(agent)
+    assert m[("netagent_source_up", (("source", "neighbours"),))] == 1
+    assert m[("netagent_source_up", (("source", "dns"),))] == 0
+    assert ("netagent_neighbour_gc_entries", (("family", "ipv4"),)) in m
+
+
+def test_checks_see_the_previous_observation_as_baseline() -> None:
+    clock = FakeClock()
+    # table_fulls rises before the 3rd collection; the 2nd fails
+    neigh = RecordedNeighbours(clock, fail=frozenset({2}), fulls={3: 4})
+    agent = Agent({"neighbours": neigh}, config(jitter=0), clock=clock, wait=clock.wait)
+    statuses = []
+    for _ in range(4):
+        agent.run_due()
+        statuses.append({c.id: c for c in agent.state().checks}["neighbour.ipv4"])
+        clock.wait(15)
+    assert [c.status for c in statuses] == [Status.OK, Status.UNKNOWN, Status.CRITICAL,
+                                            Status.OK]
+    # the 3rd is compared with the 1st (the last success), 30 s earlier
+    assert statuses[2].evidence["interval_seconds"] == 30.0
+    assert statuses[2].evidence["table_fulls_during_check"] == 4
+    assert "table_fulls rose" in statuses[2].summary
+    assert statuses[3].evidence["table_fulls_during_check"] == 0
+    m = metrics(agent)
+    assert m[("netagent_check_status", (("check", "neighbour.ipv4"),))] == 0
+
+
+def test_one_log_line_per_state_change(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="netagent")
+    clock = FakeClock()
+    neigh = RecordedNeighbours(clock, fail=frozenset({3, 4}), fulls={6: 1})
+    agent = Agent({"neighbours": neigh}, config(jitter=0), clock=clock, wait=clock.wait)
+    agent.run(max_rounds=12)
+    lines = [r.getMessage().split(":")[0] for r in caplog.records]
+    assert lines == [
+        "source neighbours up (collected in 0.000 s)",
+        "check neighbour.ipv4 none -> ok",
+        "check neighbour.ipv6 none -> ok",
+        "source neighbours down",
+        "check neighbour.ipv4 ok -> unknown",
+        "check neighbour.ipv6 ok -> unknown",
+        "source neighbours up (collected in 0.000 s)",
+        "check neighbour.ipv4 unknown -> ok",
+        "check neighbour.ipv6 unknown -> ok",
+        "check neighbour.ipv4 ok -> critical",
+        "check neighbour.ipv6 ok -> critical",
+        "check neighbour.ipv4 critical -> ok",
+        "check neighbour.ipv6 critical -> ok",
+    ], lines
+    assert len(neigh.calls) == 12
+
+
+def test_an_unexpected_error_stays_inside_its_source(caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeClock()
+    neigh, dns = RecordedNeighbours(clock), Probe(clock, error=KeyError("bug"))
+    agent = Agent({"neighbours": neigh, "dns": dns}, config(), clock=clock, wait=clock.wait)
+    agent.run(max_rounds=20)
+    assert len(dns.calls) >= 2 and len(neigh.calls) >= 4
+    assert agent.state().sources["dns"].run.error == "'bug'"
+    assert agent.state().sources["neighbours"].up
+    assert any(r.exc_info for r in caplog.records)  # a bug is logged with its traceback
+
+
+def test_stop_ends_a_sleeping_agent_at_once() -> None:
+    neigh = RecordedNeighbours(FakeClock())
+    agent = Agent({"neighbours": neigh}, config(neighbours=3600))
+    worker = threading.Thread(target=agent.run, daemon=True)
+    worker.start()
+    deadline = time.monotonic() + 5
+    while not neigh.calls and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert neigh.calls, "the first collection did not happen"
+    started = time.monotonic()
+    agent.stop()
+    worker.join(timeout=2)
+    assert not worker.is_alive()
+    assert time.monotonic() - started < 1.0
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    logger = logging.getLogger("netagent")
+    saved: dict[str, Any] = {"handlers": logger.handlers[:], "level": logger.level,
+                             "propagate": logger.propagate}
+    try:
+        yield
+    finally:
+        logger.handlers[:] = saved["handlers"]
+        logger.setLevel(saved["level"])
+        logger.propagate = saved["propagate"]
+
+
+def test_json_log_lines_carry_the_event(restore_logging: None) -> None:
+    stream = io.StringIO()
+    setup_logging("json", stream=stream)
+    clock = FakeClock()
+    agent = Agent({"dns": Probe(clock, error=SourceError("no nameserver"))}, config(),
+                  clock=clock, wait=clock.wait)
+    agent.collect_one("dns")
+    agent.collect_one("dns")  # still down: no second line
+    records = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert len(records) == 1
+    assert records[0]["event"] == "source_down" and records[0]["source"] == "dns"
+    assert records[0]["error"] == "no nameserver" and records[0]["level"] == "warning"
+    assert records[0]["time"].endswith("Z")
+
+
+def test_agent_section_of_the_configuration(tmp_path: Any) -> None:
+    from netagent.config import load
+
+    path = tmp_path / "netagent.yaml"
+    path.write_text("agent:\n  listen: 127.0.0.1:9000\n  jitter: 0\n"
+                    "  intervals:\n    neighbours: 1\n    cluster: 600\n")
+    cfg = load(path)
+    assert cfg.agent.listen == "127.0.0.1:9000" and cfg.agent.jitter == 0
+    assert cfg.agent.intervals.neighbours == 1.0 and cfg.agent.intervals.cluster == 600.0
+    assert cfg.agent.intervals.dns == 30.0  # defaults kept for what is not set
+
+
+@pytest.mark.parametrize("text, message", [
+    ("agent:\n  intervals:\n    neighbours: 0\n", "agent.intervals.neighbours"),
+    ("agent:\n  intervals:\n    arp: 5\n", "unknown key 'agent.intervals.arp'"),
+    ("agent:\n  jitter: 2\n", "agent.jitter"),
+])
+def test_bad_agent_settings_name_the_key(tmp_path: Any, text: str, message: str) -> None:
+    from netagent.config import load
+    from netagent.errors import ConfigError
+
+    path = tmp_path / "netagent.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load(path)
+
+
+def test_run_with_a_bad_listen_address_exits_3(capsys: pytest.CaptureFixture[str],
+                                               restore_logging: None) -> None:
+    from netagent.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--listen", "localhost"])
+    assert exit_info.value.code == 3
+    assert "listen address 'localhost' must be HOST:PORT" in capsys.readouterr().err
