@@ -134,7 +134,7 @@ def test_filling_to_85_percent_warns(lab: Lab, default_limits: None) -> None:
 
 
 def test_overflowing_gc_thresh3_is_critical(lab: Lab, default_limits: None) -> None:
-    added, refused = lab.add_neighbours(GC_THRESH3 + 50 - counted_elsewhere(lab),
+    _added, refused = lab.add_neighbours(GC_THRESH3 + 50 - counted_elsewhere(lab),
                                         state="stale")
     assert refused > 0, "the kernel should refuse entries beyond gc_thresh3"
 
