@@ -142,3 +142,21 @@ def test_evaluate_uses_the_baseline() -> None:
     (result,) = evaluate(Observations(current={"neighbours": after},
                                       baseline={"neighbours": before}), T)
     assert result.status is Status.CRITICAL
+
+
+def test_capacity_from_cluster_size() -> None:
+    # 300 counted entries on a 100-node cluster: 3 per node, gc_thresh3 1024 -> 341 nodes
+    result = check_family(observation(300), None, T, nodes=100)
+    assert result.status is Status.OK
+    assert result.evidence["entries_per_node"] == 3.0
+    assert result.evidence["nodes_tolerated"] == 341
+    assert "room for about 341 nodes" in result.summary
+    # today 29 %, but at 200 nodes 600 entries must stay <= 70 %: 857 -> 1024 is enough
+    assert result.recommendation == ""
+    # 450 entries: 2x = 900 > 70 % of 1024 -> size for 900 / 0.7 = 1286 -> 2048
+    result = check_family(observation(450), None, T, nodes=100)
+    assert result.status is Status.OK
+    assert "gc_thresh3=2048" in result.recommendation
+    assert "a cluster of 200 nodes" in result.recommendation
+    # without the node count the same table needs nothing (450 <= 50 % of 1024)
+    assert check_family(observation(450), None, T).recommendation == ""
