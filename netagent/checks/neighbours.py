@@ -63,6 +63,9 @@ def check_family(
 ) -> CheckResult:
     check_id = f"neighbour.{obs.family}"
     name = NAMES[obs.family]
+    if "disabled" in obs.problems:
+        return CheckResult(id=check_id, status=Status.OK,
+                           summary=f"{name} table: not in use: {obs.problems['disabled']}")
     if obs.stats is None or obs.limits is None:
         reasons = "; ".join(obs.problems.values()) or "limits or statistics unreadable"
         return CheckResult(id=check_id, status=Status.UNKNOWN,

@@ -28,7 +28,8 @@ def test_stats_and_limits_from_a_captured_proc_tree(fixtures: Path) -> None:
 def test_missing_files_are_problems_not_errors(tmp_path: Path, fixtures: Path) -> None:
     shutil.copytree(fixtures / "proc", tmp_path / "proc")
     (tmp_path / "proc/net/stat/ndisc_cache").unlink()
-    shutil.rmtree(tmp_path / "proc/sys/net/ipv6")
+    for name in ("gc_thresh1", "gc_thresh2", "gc_thresh3"):
+        (tmp_path / "proc/sys/net/ipv6/neigh/default" / name).unlink()
     v6 = NeighbourSource(proc_root=str(tmp_path / "proc")).sample().families["ipv6"]
     assert v6.stats is None and v6.limits is None
     assert "initial network namespace" in v6.problems["stats"]
@@ -51,3 +52,16 @@ def test_discovery_deduplicates_by_inode_and_prefers_names(tmp_path: Path) -> No
     assert names == ["host", "cni-1234", "pid:9"]
     assert found.namespaces[0].is_self
     assert found.uninspectable == {}
+
+
+def test_ipv6_disabled_is_not_a_problem(tmp_path: Path, fixtures: Path) -> None:
+    from netagent.checks.neighbours import check_family
+    from netagent.config import NeighbourThresholds
+    from netagent.model import Status
+
+    shutil.copytree(fixtures / "proc", tmp_path / "proc")
+    shutil.rmtree(tmp_path / "proc/sys/net/ipv6")
+    v6 = NeighbourSource(proc_root=str(tmp_path / "proc")).sample().families["ipv6"]
+    result = check_family(v6, None, NeighbourThresholds())
+    assert result.status is Status.OK
+    assert "IPv6 is disabled" in result.summary
