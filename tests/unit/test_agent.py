@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from exporter_records import snapshot
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -23,6 +22,7 @@ from netagent.config import AgentIntervals, AgentSettings, Config
 from netagent.errors import SourceError
 from netagent.exporter.collector import NetagentCollector
 from netagent.model import NeighbourSnapshot, NeighbourStats, Status
+from tests.unit.exporter_records import snapshot
 
 
 class FakeClock:

@@ -10,7 +10,6 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
-from exporter_records import HERE, ip_neigh_states, proc_int, snapshot, stat_column_sum
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -21,6 +20,7 @@ from netagent.exporter.neighbours import STATES
 from netagent.exporter.server import HttpServer, make_app, make_registry, parse_listen
 from netagent.exporter.state import AgentState, SourceState
 from netagent.model import CheckResult, KernelVersion, SourceRun, Status
+from tests.unit.exporter_records import HERE, ip_neigh_states, proc_int, snapshot, stat_column_sum
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -201,3 +201,18 @@ def test_listen_addresses(text: str, expected: tuple[str, int]) -> None:
 def test_bad_listen_addresses_name_the_problem(text: str) -> None:
     with pytest.raises(ConfigError, match="listen address"):
         parse_listen(text)
+
+
+def test_every_series_is_in_the_metric_contract() -> None:
+    """What the exporter serves is what daemonset/ alerts and dashboards may ask for."""
+    from tests.daemonset.conftest import CONTRACT
+
+    checks = (CheckResult(id="neighbour.ipv4", status=Status.OK, summary=""),)
+    registry = make_registry(lambda: up_state(snapshot(), checks=checks))
+    samples, _ = parse(generate_latest(registry))
+    ours = {(name, labels) for name, labels in samples if name.startswith("netagent_")}
+    assert {name for name, _ in samples} - {name for name, _ in ours} <= {
+        name for name, _ in samples if name.startswith("process_")}
+    for name, labels in ours:
+        assert name in CONTRACT.series_names(), name
+        assert {k for k, _ in labels} == CONTRACT.labels_of(name) - CONTRACT.target_labels
