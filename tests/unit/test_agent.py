@@ -290,3 +290,12 @@ def test_run_with_a_bad_listen_address_exits_3(capsys: pytest.CaptureFixture[str
         main(["run", "--listen", "localhost"])
     assert exit_info.value.code == 3
     assert "listen address 'localhost' must be HOST:PORT" in capsys.readouterr().err
+
+
+def test_every_source_has_an_interval() -> None:
+    from netagent.wiring import SOURCE_NAMES
+
+    intervals = AgentIntervals()
+    assert {f.name for f in dataclasses.fields(intervals)} == set(SOURCE_NAMES)
+    assert intervals.neighbours == intervals.conntrack == intervals.overlay == 15
+    assert intervals.dns == 30 and intervals.cluster == 300
