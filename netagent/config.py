@@ -33,10 +33,18 @@ class Thresholds:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    kubeconfig: str | None = None  # else KUBECONFIG, else the pod's service account
+    api_timeout_seconds: float = 10.0  # per request to the API server
+    poll_seconds: float = 300.0  # at most one node LIST per this many seconds (plus jitter)
+
+
+@dataclass(frozen=True)
 class Config:
     interval: float = 2.0  # seconds between the two samples taken by `netagent check`
     nodes: int | None = None  # cluster size, when it cannot be read from the API
     thresholds: Thresholds = field(default_factory=Thresholds)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
 
 # (minimum, maximum) for numeric keys, by dotted path
@@ -46,6 +54,8 @@ _RANGES: dict[str, tuple[float, float]] = {
     "thresholds.neighbour.warning_ratio": (0.01, 1.0),
     "thresholds.neighbour.critical_ratio": (0.01, 1.0),
     "thresholds.neighbour.headroom_ratio": (0.05, 0.95),
+    "cluster.api_timeout_seconds": (0.1, 300),
+    "cluster.poll_seconds": (10, 86400),
 }
 
 
