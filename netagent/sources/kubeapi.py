@@ -40,6 +40,10 @@ class KubeClient:
 
     def _ssl_context(self) -> ssl.SSLContext:
         t = self.target
+        for what, path in (("CA", t.ca_file), ("client certificate", t.cert_file),
+                           ("client key", t.key_file)):
+            if path and not os.path.exists(path):
+                raise SourceError(f"{t.origin}: {what} file {path} not found")
         try:
             if t.insecure:
                 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
