@@ -382,6 +382,9 @@ def _recommendation(a: Analysis, dev: VxlanDevice, kernel: KernelVersion, status
         if not kernel.at_least(5, 0):
             lines.append(f"On kernel {kernel.release} each peer's PERMANENT neighbour counts "
                          "against gc_thresh3: size it above nodes + pods on this node")
+        if dev.cni == "flannel" and a.peers_missing:
+            lines.append("If flannel runs with DirectRouting, peers on this node's own subnet "
+                         "are routed without VXLAN entries and show here as missing")
     else:
         if restart:
             lines.append(f"Stale or extra entries: restarting {dev.cni} on this node rebuilds "

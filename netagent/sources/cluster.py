@@ -129,7 +129,7 @@ class ClusterSource:
                 return ClusterInfo(nodes=self.configured_nodes, source="configuration",
                                    note="no Kubernetes credentials")
             raise SourceError(
-                "cluster size unknown: no in-cluster service account "
+                "no Kubernetes credentials: no in-cluster service account "
                 "(KUBERNETES_SERVICE_HOST unset), no kubeconfig (--kubeconfig, KUBECONFIG or "
                 "cluster.kubeconfig) and no --nodes or 'nodes:' in the configuration")
         client = KubeClient(target, timeout=self.config.api_timeout_seconds, clock=self.clock)
@@ -154,6 +154,12 @@ class ClusterSource:
             query = {"limit": str(limit if page_no == 0 else PAGE_SIZE)}
             if token:
                 query["continue"] = token
+            elif keep:
+                # The whole list is wanted: resourceVersion=0 lets the API server answer
+                # from its watch cache instead of a quorum read from etcd. (Not for the
+                # limit=1 count: servers before 1.31 ignore limit with it and send every
+                # node.) A continue token carries its own version, so later pages omit it.
+                query["resourceVersion"] = "0"
             body = client.get(f"{NODES_PATH}?{urllib.parse.urlencode(query)}",
                               accept=ACCEPT_METADATA)
             self.requests += 1

@@ -93,7 +93,7 @@ def test_dropped_fdb_entries_are_critical_and_named(lab: Lab, tmp_path: Path) ->
             "users:\n- name: agent\n  user: {token: lab-token}\n")
         code, report = check(lab, "--only", "overlay", "--only", "cluster",
                              "--kubeconfig", str(config))
-        assert api.requests and api.requests[0][0] == "/api/v1/nodes?limit=500"
+        assert api.requests and api.requests[0][0] == "/api/v1/nodes?limit=500&resourceVersion=0"
     flannel = by_id(report)["overlay.flannel.1"]
     assert (code, flannel["status"]) == (2, "critical"), flannel["summary"]
     assert flannel["evidence"]["missing"] == [

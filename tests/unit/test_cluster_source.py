@@ -78,7 +78,9 @@ def test_peers_read_from_every_page(api: FakeAPI, tmp_path: Path) -> None:
     assert info.peers[3].name == "node-0003"
     assert info.peers[3].flannel_vtep_mac == "02:0a:58:00:00:03"
     assert info.peers[3].flannel_public_ip == "192.168.0.4"
-    assert [p.split("?")[1].split("&")[0] for p, _ in api.requests] == ["limit=500"] * 2
+    paths = [p for p, _ in api.requests]
+    assert paths[0] == "/api/v1/nodes?limit=500&resourceVersion=0"
+    assert len(paths) == 2 and paths[1].startswith("/api/v1/nodes?limit=500&continue=")
 
 
 @pytest.mark.parametrize("fixture, code, message", [
@@ -153,7 +155,9 @@ def test_failures_are_not_retried_at_once(api: FakeAPI, tmp_path: Path, fixtures
 def test_no_credentials_uses_configuration_or_says_what_is_missing() -> None:
     bare = ClusterSource(ClusterConfig(), nodes=None, env={},
                          service_account_dir="/nonexistent")
-    with pytest.raises(SourceError, match=r"no in-cluster service account.*no --nodes"):
+    with pytest.raises(SourceError,
+                       match=r"^no Kubernetes credentials: no in-cluster service account.*"
+                             r"no --nodes"):
         bare.collect()
     info = ClusterSource(ClusterConfig(), nodes=12, env={},
                          service_account_dir="/nonexistent").collect()

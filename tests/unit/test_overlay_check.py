@@ -129,11 +129,11 @@ def test_complete_overlay_is_ok_by_count_and_by_annotations(fixtures: Path) -> N
 
 def test_unknown_count_is_unknown_and_says_why(fixtures: Path) -> None:
     snap = _repaired(recorded(fixtures))
-    result = run(snap, cluster_error="cluster size unknown: no in-cluster service account")
+    result = run(snap, cluster_error="no Kubernetes credentials: no in-cluster service account")
     flannel = result["overlay.flannel.1"]
     assert flannel.status is Status.UNKNOWN
     assert "consistent with each other" in flannel.summary
-    assert "node count unknown: cluster size unknown: no in-cluster" in flannel.summary
+    assert "node count unknown: no Kubernetes credentials: no in-cluster" in flannel.summary
     assert "cluster.nodes" not in result  # the overlay check already says it
 
 
@@ -251,3 +251,29 @@ def _repaired(snap: OverlaySnapshot) -> OverlaySnapshot:
                             OverlayNeighbour("10.244.2.0", "02:0a:58:00:00:02", 0x80)))
         devices.append(dev)
     return dataclasses.replace(snap, devices=tuple(devices))
+
+
+def test_cluster_settings_load_and_wire(tmp_path: Path) -> None:
+    from netagent.config import ClusterConfig, load
+    from netagent.errors import ConfigError
+    from netagent.sources.cluster import ClusterSource
+    from netagent.sources.overlay import OverlaySource
+    from netagent.wiring import build_sources
+
+    path = tmp_path / "netagent.yaml"
+    path.write_text("nodes: 41\ncluster:\n  kubeconfig: /etc/k\n  poll_seconds: 600\n")
+    config = load(path)
+    assert config.cluster == ClusterConfig(kubeconfig="/etc/k", poll_seconds=600.0)
+    sources = build_sources(config)
+    cluster = sources["cluster"]
+    assert isinstance(cluster, ClusterSource) and isinstance(sources["overlay"], OverlaySource)
+    assert cluster.want_peers and cluster.configured_nodes == 41
+    alone = build_sources(config, only=["cluster"])["cluster"]
+    assert isinstance(alone, ClusterSource) and not alone.want_peers
+    assert "cluster" not in build_sources(config, only=["overlay"])
+    path.write_text("cluster:\n  poll_seconds: 1\n")
+    with pytest.raises(ConfigError, match=r"'cluster\.poll_seconds' must be between 10 and"):
+        load(path)
+    path.write_text("cluster:\n  kubecfg: /x\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'cluster\.kubecfg'"):
+        load(path)
