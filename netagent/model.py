@@ -222,7 +222,7 @@ class FdbEntry(NamedTuple):
 
 
 class OverlayNeighbour(NamedTuple):
-    """One IPv4 neighbour entry on a VXLAN device (``ip neigh show dev flannel.1``)."""
+    """One neighbour entry on a VXLAN device (``ip neigh show dev flannel.1``)."""
 
     ip: str
     mac: str | None
@@ -230,7 +230,7 @@ class OverlayNeighbour(NamedTuple):
 
 
 class OverlayRoute(NamedTuple):
-    """One main-table IPv4 route out of a VXLAN device (``ip route show dev flannel.1``)."""
+    """One main-table route out of a VXLAN device (``ip route show dev flannel.1``)."""
 
     dst: str  # prefix, e.g. "10.244.3.0/24"
     gateway: str | None
@@ -242,8 +242,10 @@ class VxlanDevice:
     """One VXLAN link and the three tables that make its peers reachable.
 
     ``cni`` is the plugin the name belongs to ("flannel" for ``flannel.*``, "calico" for
-    ``vxlan.calico``, "cilium" for ``cilium_vxlan``) or "" for any other device. A table is
-    ``None`` when it could not be read; ``problems`` says why.
+    ``vxlan.calico``, "cilium" for ``cilium_vxlan``) or "" for any other device. ``family``
+    is the inner address family its neighbours and routes are read in ("ipv6" for
+    ``flannel-v6.1`` and ``vxlan-v6.calico``). A table is ``None`` when it could not be read;
+    ``problems`` says why.
     """
 
     name: str
@@ -255,6 +257,7 @@ class VxlanDevice:
     learning: bool | None
     up: bool
     cni: str
+    family: str
     fdb: tuple[FdbEntry, ...] | None
     neighbours: tuple[OverlayNeighbour, ...] | None
     routes: tuple[OverlayRoute, ...] | None
@@ -280,10 +283,12 @@ class NodePeer:
     """What one Kubernetes node's metadata says about its overlay endpoint.
 
     flannel: ``flannel.alpha.coreos.com/public-ip`` and the ``VtepMAC`` of
-    ``flannel.alpha.coreos.com/backend-data``. Calico: ``projectcalico.org/IPv4Address``
-    (without its prefix length), ``projectcalico.org/IPv4VXLANTunnelAddr`` and
-    ``projectcalico.org/VXLANTunnelMACAddr``. The pod CIDR (``spec.podCIDR``) is not metadata,
-    so a metadata-only list cannot say which /24 a flannel peer owns: peers are matched by MAC.
+    ``flannel.alpha.coreos.com/backend-data`` (``public-ipv6`` and ``backend-v6-data`` for
+    ``flannel-v6.1``). Calico: ``projectcalico.org/IPv4Address`` (without its prefix length),
+    ``projectcalico.org/IPv4VXLANTunnelAddr`` and ``projectcalico.org/VXLANTunnelMACAddr``
+    (``IPv6Address``, ``IPv6VXLANTunnelAddr``, ``VXLANTunnelMACAddrV6``). The pod CIDR
+    (``spec.podCIDR``) is not metadata, so a metadata-only list cannot say which /24 a flannel
+    peer owns: peers are matched by MAC.
     """
 
     name: str
@@ -293,6 +298,11 @@ class NodePeer:
     calico_ipv4_address: str | None = None
     calico_vxlan_tunnel_addr: str | None = None
     calico_vxlan_mac: str | None = None
+    flannel_public_ipv6: str | None = None
+    flannel_vtep_mac_v6: str | None = None
+    calico_ipv6_address: str | None = None
+    calico_vxlan_tunnel_addr_v6: str | None = None
+    calico_vxlan_mac_v6: str | None = None
 
 
 @dataclass(frozen=True)

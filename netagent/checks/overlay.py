@@ -34,6 +34,7 @@ SOURCE = "overlay"
 CLUSTER = "cluster"
 ZERO_MAC = "00:00:00:00:00:00"
 NUD_PERMANENT = 0x80
+NUD_NOARP = 0x40
 LIST_AT_MOST = 20  # names shown in a summary or evidence list
 RESTART = {
     "flannel": ("kubectl -n kube-flannel delete pod -l app=flannel "
@@ -87,7 +88,9 @@ class Analysis:
     flood_entries: int = 0
     neighbours: int = 0
     neighbours_permanent: int = 0
-    routes: int = 0
+    neighbours_noarp: int = 0
+    routes: int = 0  # routes via a gateway: one per peer subnet (flannel) or block (Calico)
+    routes_direct: int = 0  # the device's own connected routes (an IPv6 link has fe80::/64)
     peers_complete: int = 0
     peers_expected: int | None = None
     peers_missing: int | None = None
@@ -149,13 +152,18 @@ def analyse(dev: VxlanDevice, cluster: ClusterView) -> Analysis:
             fdb.setdefault(e.mac, set()).add(e.dst)
     a.fdb_entries = len(dev.fdb)
     a.fdb_permanent = sum(1 for e in dev.fdb if e.state & NUD_PERMANENT)
-    neigh = {n.ip: n.mac for n in dev.neighbours if n.mac}
+    # NOARP entries are the kernel's own (multicast such as ff02::16 on an IPv6 link):
+    # no plugin adds them, no peer is behind them. `ip neigh show` hides them too.
+    peers_side = [n for n in dev.neighbours if n.mac and n.state != NUD_NOARP]
+    neigh = {n.ip: n.mac for n in peers_side if n.mac}
     by_mac: dict[str, list[str]] = {}
     for ip, mac in neigh.items():
         by_mac.setdefault(mac, []).append(ip)
-    a.neighbours = len(dev.neighbours)
-    a.neighbours_permanent = sum(1 for n in dev.neighbours if n.state & NUD_PERMANENT)
-    a.routes = len(dev.routes)
+    a.neighbours = len(peers_side)
+    a.neighbours_noarp = len(dev.neighbours) - len(peers_side)
+    a.neighbours_permanent = sum(1 for n in peers_side if n.state & NUD_PERMANENT)
+    a.routes = sum(1 for r in dev.routes if r.gateway)
+    a.routes_direct = len(dev.routes) - a.routes
     gateways = {r.gateway for r in dev.routes if r.gateway}
 
     a.routes_without_neighbour = [f"{r.dst} via {r.gateway}" for r in dev.routes
@@ -169,7 +177,7 @@ def analyse(dev: VxlanDevice, cluster: ClusterView) -> Analysis:
     complete = {mac for mac in fdb if any(ip in gateways for ip in by_mac.get(mac, ()))}
     a.peers_complete = len(complete)
 
-    endpoints = _endpoints(dev.cni, cluster.peers)
+    endpoints = _endpoints(dev.cni, dev.family, cluster.peers)
     if endpoints:
         _against_annotations(a, dev, endpoints, fdb, neigh, by_mac, gateways)
         a.expected_from = f"node annotations ({cluster.source})"
@@ -184,14 +192,21 @@ def analyse(dev: VxlanDevice, cluster: ClusterView) -> Analysis:
     return a
 
 
-def _endpoints(cni: str, peers: tuple[NodePeer, ...] | None) -> list[Endpoint]:
+def _endpoints(cni: str, family: str, peers: tuple[NodePeer, ...] | None) -> list[Endpoint]:
     out = []
+    v6 = family == "ipv6"
     for p in peers or ():
-        if cni == "flannel" and p.flannel_vtep_mac:
-            out.append(Endpoint(p.name, p.flannel_vtep_mac, p.flannel_public_ip, None))
-        elif cni == "calico" and p.calico_vxlan_mac:
-            out.append(Endpoint(p.name, p.calico_vxlan_mac, p.calico_ipv4_address,
-                                p.calico_vxlan_tunnel_addr))
+        if cni == "flannel":
+            mac = p.flannel_vtep_mac_v6 if v6 else p.flannel_vtep_mac
+            if mac:
+                out.append(Endpoint(p.name, mac,
+                                    p.flannel_public_ipv6 if v6 else p.flannel_public_ip, None))
+        elif cni == "calico":
+            mac = p.calico_vxlan_mac_v6 if v6 else p.calico_vxlan_mac
+            if mac:
+                out.append(Endpoint(
+                    p.name, mac, p.calico_ipv6_address if v6 else p.calico_ipv4_address,
+                    p.calico_vxlan_tunnel_addr_v6 if v6 else p.calico_vxlan_tunnel_addr))
     return out
 
 
@@ -251,7 +266,7 @@ def check_device(dev: VxlanDevice, *, cluster: ClusterView, kernel: KernelVersio
     check_id = f"overlay.{dev.name}"
     label = f"{dev.name} ({dev.cni})" if dev.cni else dev.name
     base: dict[str, Any] = {
-        "device": dev.name, "cni": dev.cni or "unknown", "vni": dev.vni,
+        "device": dev.name, "cni": dev.cni or "unknown", "family": dev.family, "vni": dev.vni,
         "local": dev.local, "port": dev.port, "learning": dev.learning, "up": dev.up,
     }
     if dev.cni == "cilium":
@@ -331,7 +346,9 @@ def _evidence(a: Analysis, cluster: ClusterView, kernel: KernelVersion, dev: Vxl
         "fdb_permanent": a.fdb_permanent,
         "neighbours": a.neighbours,
         "neighbours_permanent": a.neighbours_permanent,
+        "neighbours_noarp": a.neighbours_noarp,
         "routes": a.routes,
+        "routes_direct": a.routes_direct,
         "peers_complete": a.peers_complete,
         "peers_expected": a.peers_expected,
         "peers_missing": a.peers_missing,

@@ -29,10 +29,15 @@ NODES_PATH = "/api/v1/nodes"
 FLANNEL_PUBLIC_IP = "flannel.alpha.coreos.com/public-ip"
 FLANNEL_BACKEND_DATA = "flannel.alpha.coreos.com/backend-data"
 FLANNEL_BACKEND_TYPE = "flannel.alpha.coreos.com/backend-type"
+FLANNEL_PUBLIC_IPV6 = "flannel.alpha.coreos.com/public-ipv6"
+FLANNEL_BACKEND_V6_DATA = "flannel.alpha.coreos.com/backend-v6-data"
 # libcalico-go lib/backend/k8s/resources/node.go
 CALICO_IPV4_ADDRESS = "projectcalico.org/IPv4Address"
 CALICO_VXLAN_TUNNEL_ADDR = "projectcalico.org/IPv4VXLANTunnelAddr"
 CALICO_VXLAN_MAC = "projectcalico.org/VXLANTunnelMACAddr"
+CALICO_IPV6_ADDRESS = "projectcalico.org/IPv6Address"
+CALICO_VXLAN_TUNNEL_ADDR_V6 = "projectcalico.org/IPv6VXLANTunnelAddr"
+CALICO_VXLAN_MAC_V6 = "projectcalico.org/VXLANTunnelMACAddrV6"
 
 
 class KubeAPIError(NetagentError):
@@ -105,26 +110,44 @@ def node_peer(item: Any) -> NodePeer:
     notes = meta.get("annotations") or {}
     if not isinstance(notes, dict):
         notes = {}
-    vtep_mac = None
-    backend = notes.get(FLANNEL_BACKEND_DATA)
-    if isinstance(backend, str):
-        try:
-            data = json.loads(backend)
-        except ValueError:
-            data = None
-        if isinstance(data, dict) and isinstance(data.get("VtepMAC"), str):
-            vtep_mac = data["VtepMAC"].lower()
-    calico_addr = _str(notes, CALICO_IPV4_ADDRESS)
-    calico_mac = _str(notes, CALICO_VXLAN_MAC)
     return NodePeer(
         name=meta["name"],
         flannel_public_ip=_str(notes, FLANNEL_PUBLIC_IP),
-        flannel_vtep_mac=vtep_mac,
+        flannel_vtep_mac=_vtep_mac(notes, FLANNEL_BACKEND_DATA),
         flannel_backend_type=_str(notes, FLANNEL_BACKEND_TYPE),
-        calico_ipv4_address=calico_addr.split("/", 1)[0] if calico_addr else None,
+        calico_ipv4_address=_address(notes, CALICO_IPV4_ADDRESS),
         calico_vxlan_tunnel_addr=_str(notes, CALICO_VXLAN_TUNNEL_ADDR),
-        calico_vxlan_mac=calico_mac.lower() if calico_mac else None,
+        calico_vxlan_mac=_mac(notes, CALICO_VXLAN_MAC),
+        flannel_public_ipv6=_str(notes, FLANNEL_PUBLIC_IPV6),
+        flannel_vtep_mac_v6=_vtep_mac(notes, FLANNEL_BACKEND_V6_DATA),
+        calico_ipv6_address=_address(notes, CALICO_IPV6_ADDRESS),
+        calico_vxlan_tunnel_addr_v6=_str(notes, CALICO_VXLAN_TUNNEL_ADDR_V6),
+        calico_vxlan_mac_v6=_mac(notes, CALICO_VXLAN_MAC_V6),
     )
+
+
+def _vtep_mac(notes: Mapping[str, Any], key: str) -> str | None:
+    """The VtepMAC of flannel's backend data ("null" for backends without one)."""
+    backend = notes.get(key)
+    if not isinstance(backend, str):
+        return None
+    try:
+        data = json.loads(backend)
+    except ValueError:
+        return None
+    mac = data.get("VtepMAC") if isinstance(data, dict) else None
+    return mac.lower() if isinstance(mac, str) and mac else None
+
+
+def _address(notes: Mapping[str, Any], key: str) -> str | None:
+    """Calico writes node addresses with their prefix length: "192.168.64.6/24"."""
+    value = _str(notes, key)
+    return value.split("/", 1)[0] if value else None
+
+
+def _mac(notes: Mapping[str, Any], key: str) -> str | None:
+    value = _str(notes, key)
+    return value.lower() if value else None
 
 
 def status_message(doc: Mapping[str, Any]) -> str:

@@ -93,9 +93,10 @@ def neighbour_dump_request(family: str, *, ifindex: int = 0, seq: int) -> bytes:
     return dump_request(RTM_GETNEIGH, header, seq=seq)
 
 
-def route_dump_request(*, seq: int) -> bytes:
-    """RTM_GETROUTE for every IPv4 route of the namespace (``ip route show table all``)."""
-    return dump_request(RTM_GETROUTE, _RTMSG.pack(AF_INET, 0, 0, 0, 0, 0, 0, 0, 0), seq=seq)
+def route_dump_request(family: str = "ipv4", *, seq: int) -> bytes:
+    """RTM_GETROUTE for every route of one family (``ip [-6] route show table all``)."""
+    return dump_request(RTM_GETROUTE,
+                        _RTMSG.pack(FAMILY_NUMBERS[family], 0, 0, 0, 0, 0, 0, 0, 0), seq=seq)
 
 
 def decode_link_details(buf: bytes) -> list[LinkDetail]:
@@ -149,11 +150,13 @@ def decode_fdb(buf: bytes, *, ifindex: int) -> list[FdbEntry]:
             for _fam, state, flags, dst, mac in _neighbours(buf, ifindex)]
 
 
-def decode_device_neighbours(buf: bytes, *, ifindex: int) -> list[OverlayNeighbour]:
-    """IPv4 RTM_NEWNEIGH messages of device ``ifindex`` (``ip -4 neigh show dev X``)."""
+def decode_device_neighbours(buf: bytes, *, ifindex: int, family: str = "ipv4"
+                             ) -> list[OverlayNeighbour]:
+    """RTM_NEWNEIGH messages of device ``ifindex`` (``ip -4 neigh show dev X``)."""
+    wanted = FAMILY_NUMBERS[family]
     return [OverlayNeighbour(dst, mac, state)
             for fam, state, _flags, dst, mac in _neighbours(buf, ifindex)
-            if fam == AF_INET and dst is not None]
+            if fam == wanted and dst is not None]
 
 
 def _neighbours(buf: bytes, ifindex: int
@@ -173,19 +176,21 @@ def _neighbours(buf: bytes, ifindex: int
         yield fam, state, flags, dst, mac
 
 
-def decode_routes(buf: bytes, *, ifindex: int) -> list[OverlayRoute]:
-    """Main-table unicast IPv4 routes whose output device is ``ifindex``.
+def decode_routes(buf: bytes, *, ifindex: int, family: str = "ipv4") -> list[OverlayRoute]:
+    """Main-table unicast routes of one family whose output device is ``ifindex``.
 
     Multipath routes (RTA_MULTIPATH) are not followed: neither flannel nor Calico installs
     them on a VXLAN device.
     """
     out: list[OverlayRoute] = []
+    wanted = FAMILY_NUMBERS[family]
+    unspecified = "::" if family == "ipv6" else "0.0.0.0"
     for msg_type, _flags, start, end in iter_messages(buf):
         if msg_type != RTM_NEWROUTE:
             continue
         fam, dst_len, _sl, _tos, table, _proto, _scope, rtype, rflags = _RTMSG.unpack_from(
             buf, start)
-        if fam != AF_INET or rtype != RTN_UNICAST:
+        if fam != wanted or rtype != RTN_UNICAST:
             continue
         dst, gateway, oif = None, None, None
         for atype, astart, aend in _attrs(buf, start + _RTMSG.size, end):
@@ -199,7 +204,7 @@ def decode_routes(buf: bytes, *, ifindex: int) -> list[OverlayRoute]:
                 table = _U32.unpack_from(buf, astart)[0]
         if oif != ifindex or table != RT_TABLE_MAIN:
             continue
-        out.append(OverlayRoute(f"{dst or '0.0.0.0'}/{dst_len}", gateway,
+        out.append(OverlayRoute(f"{dst or unspecified}/{dst_len}", gateway,
                                 bool(rflags & RTNH_F_ONLINK)))
     return out
 

@@ -39,13 +39,22 @@ from netagent.sources.rtnl import Dump, next_seq
 
 def cni_of(name: str) -> str:
     """Which plugin a VXLAN device name belongs to, by the names the plugins use."""
-    if name.startswith("flannel."):
+    if name.startswith(("flannel.", "flannel-v6.")):
         return "flannel"
-    if name == "vxlan.calico" or name == "vxlan-v6.calico":
+    if name in ("vxlan.calico", "vxlan-v6.calico"):
         return "calico"
     if name.startswith("cilium_"):
         return "cilium"
     return ""
+
+
+def family_of(name: str, local: str | None) -> str:
+    """The inner family: flannel and Calico name their IPv6 devices; else the underlay's."""
+    if name.startswith("flannel-v6.") or name == "vxlan-v6.calico":
+        return "ipv6"
+    if name.startswith("flannel.") or name == "vxlan.calico":
+        return "ipv4"
+    return "ipv6" if local is not None and ":" in local else "ipv4"
 
 
 class OverlaySource:
@@ -83,6 +92,7 @@ class OverlaySource:
 
     def _device(self, sock: socket.socket, link: LinkDetail) -> VxlanDevice:
         cni = cni_of(link.name)
+        family = family_of(link.name, link.local)
         problems: dict[str, str] = {}
         fdb = neighbours = routes = None
         if cni != "cilium":  # Cilium keeps its tunnel endpoints in BPF maps, not here
@@ -95,21 +105,22 @@ class OverlaySource:
             except SourceError as err:
                 problems["fdb"] = str(err)
             try:
-                dump = Dump(sock, neighbour_dump_request("ipv4", ifindex=index, seq=next_seq()),
+                dump = Dump(sock, neighbour_dump_request(family, ifindex=index, seq=next_seq()),
                             what=f"neighbours of {link.name}")
                 neighbours = tuple(n for chunk in dump.chunks()
-                                   for n in decode_device_neighbours(chunk, ifindex=index))
+                                   for n in decode_device_neighbours(chunk, ifindex=index,
+                                                                     family=family))
             except SourceError as err:
                 problems["neighbours"] = str(err)
             try:
-                dump = Dump(sock, route_dump_request(seq=next_seq()),
+                dump = Dump(sock, route_dump_request(family, seq=next_seq()),
                             what=f"routes of {link.name}")
                 routes = tuple(r for chunk in dump.chunks()
-                               for r in decode_routes(chunk, ifindex=index))
+                               for r in decode_routes(chunk, ifindex=index, family=family))
             except SourceError as err:
                 problems["routes"] = str(err)
         return VxlanDevice(
             name=link.name, ifindex=link.ifindex, mac=link.mac, vni=link.vni,
             local=link.local, port=link.port, learning=link.learning, up=link.up, cni=cni,
-            fdb=fdb, neighbours=neighbours, routes=routes, problems=problems,
+            family=family, fdb=fdb, neighbours=neighbours, routes=routes, problems=problems,
         )

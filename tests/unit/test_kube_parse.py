@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from pathlib import Path
 
 import pytest
@@ -178,3 +179,27 @@ def test_bad_kubeconfigs_name_the_problem(text: str, message: str) -> None:
 def test_in_cluster_target_brackets_ipv6() -> None:
     t = in_cluster_target(host="fd00::1", port="443", token_file="/t", ca_file="/c")
     assert t.server == "https://[fd00::1]:443" and t.token_file == "/t"
+
+
+def test_dual_stack_and_host_gw_flannel_annotations() -> None:
+    # shapes seen on real nodes: dual-stack VXLAN, and k3s with the host-gw backend ("null")
+    body = json.dumps({"kind": "PartialObjectMetadataList", "items": [
+        {"metadata": {"name": "dual", "annotations": {
+            "flannel.alpha.coreos.com/backend-data": '{"VNI":1,"VtepMAC":"12:62:b6:2a:21:cf"}',
+            "flannel.alpha.coreos.com/backend-type": "vxlan",
+            "flannel.alpha.coreos.com/backend-v6-data": '{"VNI":1,"VtepMAC":"ba:5d:da:3f:78:e1"}',
+            "flannel.alpha.coreos.com/public-ip": "1.1.33.34",
+            "flannel.alpha.coreos.com/public-ipv6": "2003:ac18::30a:2"}}},
+        {"metadata": {"name": "orbstack", "annotations": {
+            "flannel.alpha.coreos.com/backend-data": "null",
+            "flannel.alpha.coreos.com/backend-type": "host-gw",
+            "flannel.alpha.coreos.com/backend-v6-data": "null",
+            "flannel.alpha.coreos.com/public-ip": "192.168.139.2",
+            "flannel.alpha.coreos.com/public-ipv6": "fd07:b51a:cc66::2"}}},
+    ]})
+    dual, host_gw = parse_node_page(body).peers
+    assert (dual.flannel_vtep_mac, dual.flannel_vtep_mac_v6) == ("12:62:b6:2a:21:cf",
+                                                                 "ba:5d:da:3f:78:e1")
+    assert dual.flannel_public_ipv6 == "2003:ac18::30a:2"
+    assert (host_gw.flannel_vtep_mac, host_gw.flannel_vtep_mac_v6) == (None, None)
+    assert host_gw.flannel_backend_type == "host-gw"

@@ -27,7 +27,7 @@ from netagent.parse.overlay import (
     decode_link_details,
     decode_routes,
 )
-from netagent.sources.overlay import cni_of
+from netagent.sources.overlay import cni_of, family_of
 
 KERNEL = KernelVersion("6.18.44", 6, 18, 44)
 OLD_KERNEL = KernelVersion("4.19.0-27-amd64", 4, 19, 0)
@@ -38,20 +38,25 @@ def recorded(fixtures: Path) -> OverlaySnapshot:
     """The recorded dumps turned into a snapshot, as OverlaySource.collect() builds it."""
     d = fixtures / "overlay"
     links = decode_link_details((d / "links.bin").read_bytes())
-    fdb, neigh, routes = ((d / n).read_bytes() for n in ("fdb.bin", "neigh4.bin", "routes.bin"))
+    fdb = (d / "fdb.bin").read_bytes()
+    neigh = (d / "neigh4.bin").read_bytes() + (d / "neigh6.bin").read_bytes()
+    routes = (d / "routes.bin").read_bytes() + (d / "routes6.bin").read_bytes()
     devices = []
     for link in links:
         if link.kind != "vxlan":
             continue
         cni = cni_of(link.name)
+        family = family_of(link.name, link.local)
         tables = cni != "cilium"
         devices.append(VxlanDevice(
             name=link.name, ifindex=link.ifindex, mac=link.mac, vni=link.vni,
             local=link.local, port=link.port, learning=link.learning, up=link.up, cni=cni,
+            family=family,
             fdb=tuple(decode_fdb(fdb, ifindex=link.ifindex)) if tables else None,
-            neighbours=tuple(decode_device_neighbours(neigh, ifindex=link.ifindex))
-            if tables else None,
-            routes=tuple(decode_routes(routes, ifindex=link.ifindex)) if tables else None))
+            neighbours=tuple(decode_device_neighbours(neigh, ifindex=link.ifindex,
+                                                      family=family)) if tables else None,
+            routes=tuple(decode_routes(routes, ifindex=link.ifindex, family=family))
+            if tables else None))
     return OverlaySnapshot(namespace="host", kernel=KERNEL, devices=tuple(devices))
 
 
@@ -175,10 +180,30 @@ def test_calico_annotations_check_the_tunnel_address(fixtures: Path) -> None:
         "kube2: neighbour 10.65.3.0 is missing, not 66:d5:3a:10:00:02"]
 
 
+def test_ipv6_flannel_device_uses_the_v6_annotations(fixtures: Path) -> None:
+    peers = tuple(NodePeer(name=f"node-{k:04d}", flannel_vtep_mac=f"02:0a:58:00:00:{k:02x}",
+                           flannel_public_ip=f"192.168.0.{k + 1}",
+                           flannel_vtep_mac_v6=f"02:0a:56:00:00:{k:02x}",
+                           flannel_public_ipv6=f"fd00:168::{k + 1}") for k in range(3))
+    result = run(recorded(fixtures), cluster=ClusterInfo(3, "api", peers))["overlay.flannel-v6.1"]
+    assert result.status is Status.OK, result.summary
+    ev = result.evidence
+    assert (ev["family"], ev["routes"], ev["routes_direct"]) == ("ipv6", 2, 2)
+    assert (ev["neighbours"], ev["neighbours_noarp"]) == (2, 1)  # ff02::16 is not a peer
+    assert ev["this_node"] == "node-0000" and (result.observed, result.limit) == (2, 2)
+    moved = (*peers[:2], dataclasses.replace(peers[2], flannel_public_ipv6="fd00:168::99"))
+    result = run(recorded(fixtures), cluster=ClusterInfo(3, "api", moved))[
+        "overlay.flannel-v6.1"]
+    assert result.status is Status.CRITICAL
+    assert result.evidence["missing"] == [
+        "node-0002: FDB entry for 02:0a:56:00:00:02 points at fd00:168::3 instead of "
+        "fd00:168::99"]
+
+
 def test_device_down_unreadable_and_absent() -> None:
     dev = VxlanDevice(name="flannel.1", ifindex=4, mac="02:0a:58:00:00:00", vni=1,
                       local="192.168.0.1", port=8472, learning=False, up=False,
-                      cni="flannel", fdb=(), neighbours=(), routes=())
+                      cni="flannel", family="ipv4", fdb=(), neighbours=(), routes=())
     down = run(OverlaySnapshot("host", KERNEL, (dev,)), nodes=1)["overlay.flannel.1"]
     assert down.status is Status.CRITICAL and "device is down" in down.summary
     unread = dataclasses.replace(dev, up=True, fdb=None,
@@ -195,7 +220,8 @@ def test_device_down_unreadable_and_absent() -> None:
 
 def test_single_node_cluster_expects_no_peers() -> None:
     dev = VxlanDevice(name="flannel.1", ifindex=4, mac=None, vni=1, local=None, port=8472,
-                      learning=False, up=True, cni="flannel", fdb=(), neighbours=(), routes=())
+                      learning=False, up=True, cni="flannel", family="ipv4", fdb=(),
+                      neighbours=(), routes=())
     result = run(OverlaySnapshot("host", KERNEL, (dev,)), nodes=1)["overlay.flannel.1"]
     assert (result.status, result.observed, result.limit) == (Status.OK, 0, 0)
 
@@ -210,7 +236,7 @@ def test_old_kernel_notes_permanent_entries_count(fixtures: Path) -> None:
 def test_unknown_device_is_judged_on_consistency_only() -> None:
     dev = VxlanDevice(
         name="vx100", ifindex=9, mac="aa:bb:cc:00:00:01", vni=100, local="10.1.0.1",
-        port=4789, learning=False, up=True, cni="",
+        port=4789, learning=False, up=True, cni="", family="ipv4",
         fdb=(FdbEntry("aa:bb:cc:00:00:02", "10.1.0.2", PERM, 2),),
         neighbours=(OverlayNeighbour("172.30.0.2", "aa:bb:cc:00:00:02", 0x80),),
         routes=(OverlayRoute("172.30.2.0/24", "172.30.0.2", True),))

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from netagent.parse.netlink import NTF_SELF, NUD_PERMANENT
+from netagent.parse.netlink import NTF_SELF, NUD_NOARP, NUD_PERMANENT
 from netagent.parse.overlay import (
     decode_device_neighbours,
     decode_fdb,
@@ -50,7 +50,7 @@ def test_links_match_ip_link(fixtures: Path) -> None:
             data = info["info_data"]
             assert (link.vni, link.port, link.learning) == (data["id"], data["port"],
                                                             data["learning"])
-            assert link.local == data.get("local")
+            assert link.local == data.get("local", data.get("local6"))
         else:
             assert link.vni is None and link.local is None
     assert links["flannel.1"].local == "192.168.0.1" and links["flannel.1"].port == 8472
@@ -90,6 +90,28 @@ def test_routes_of_one_device_match_ip_route(fixtures: Path, index: dict[str, in
                                  for r in shown)
     if device == "vxlan.calico":
         assert len(got) == 3  # routes per IPAM block, two via the same tunnel address
+
+
+def test_ipv6_device_neighbours_and_routes(fixtures: Path, index: dict[str, int]) -> None:
+    dev = index["flannel-v6.1"]
+    got = decode_device_neighbours(raw(fixtures, "neigh6.bin"), ifindex=dev, family="ipv6")
+    shown = [n for n in ip_json(fixtures, "ip-neigh6.json") if n["dev"] == "flannel-v6.1"]
+    # the kernel's own multicast entry (NOARP) is in the dump; `ip neigh show` hides it
+    assert [(n.ip, n.state) for n in got if n.state == NUD_NOARP] == [("ff02::16", NUD_NOARP)]
+    assert sorted((n.ip, n.mac) for n in got if n.state != NUD_NOARP) == sorted(
+        (n["dst"], n["lladdr"]) for n in shown)
+    assert len(shown) == 2
+    # an IPv4 decode of the same bytes finds nothing: families are not mixed
+    assert decode_device_neighbours(raw(fixtures, "neigh6.bin"), ifindex=dev) == []
+    routes = decode_routes(raw(fixtures, "routes6.bin"), ifindex=dev, family="ipv6")
+    shown = [r for r in ip_json(fixtures, "ip-route6.json") if r["dev"] == "flannel-v6.1"]
+    # iproute2 prints a /128 host route without its length
+    assert sorted(routes) == sorted(
+        (r["dst"] if "/" in r["dst"] else r["dst"] + "/128", r.get("gateway"),
+         "onlink" in r["flags"]) for r in shown)
+    assert ("fc00:0:0:1::/64", "fc00:0:0:1::", True) in routes
+    fdb = decode_fdb(raw(fixtures, "fdb.bin"), ifindex=dev)
+    assert sorted(e.dst for e in fdb) == ["fd00:168::2", "fd00:168::3"]
 
 
 def test_neighbour_request_carries_the_device_filter() -> None:
