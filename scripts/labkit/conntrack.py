@@ -1,0 +1,191 @@
+"""Conntrack traffic inside a lab namespace, all of it on the namespace's own loopback.
+
+A new network namespace tracks nothing until a rule needs conntrack (the hooks are
+registered per namespace on demand), so ``track()`` adds an nftables ``ct state`` rule.
+``udp_flows()`` then creates one entry per datagram (each from its own source port to a
+listener in the namespace); ``TcpHolder`` keeps established, hence *assured*, TCP
+connections open: the kernel cannot evict those with early_drop, so once they fill the
+table (``nf_conntrack_max`` lowered for a moment) every new flow is dropped and ``drop``
+rises. Every loop is bounded in count and time; see ``conntrack -L`` / ``-S`` in the
+namespace to watch.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from types import TracebackType
+
+from labkit.netlab import sh
+
+NFT_TABLE = "nalab_conntrack"
+MAX_FLOWS = 60_000  # source ports available on one address; far above any test
+
+# Runs inside the namespace: send argv[1] datagrams from distinct sockets to a listener on
+# 127.0.0.1, for at most argv[2] seconds; prints "<sent> <refused>". A datagram the kernel
+# drops in conntrack (table full) fails with EPERM at sendto().
+_UDP_WORKER = r"""
+import socket, sys, time
+count, limit = int(sys.argv[1]), float(sys.argv[2])
+deadline = time.monotonic() + limit
+srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+srv.bind(("127.0.0.1", 0))
+sent = refused = 0
+for _ in range(count):
+    if time.monotonic() > deadline:
+        break
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.sendto(b"netagent-lab", srv.getsockname())
+        sent += 1
+    except PermissionError:
+        refused += 1
+    finally:
+        s.close()
+print(sent, refused, flush=True)
+"""
+
+# Runs inside the namespace: open argv[1] TCP connections to a listener on 127.0.0.1 with
+# data both ways (so each entry is ESTABLISHED and assured), print "ready <n>", then hold
+# them until stdin closes or argv[2] seconds pass.
+_TCP_WORKER = r"""
+import select, socket, sys, time
+count, hold = int(sys.argv[1]), float(sys.argv[2])
+deadline = time.monotonic() + hold
+srv = socket.socket()
+srv.bind(("127.0.0.1", 0))
+srv.listen(4096)
+keep = []
+for _ in range(count):
+    if time.monotonic() > deadline:
+        break
+    c = socket.create_connection(srv.getsockname(), timeout=2)
+    a, _ = srv.accept()
+    c.sendall(b"x"); a.recv(1); a.sendall(b"y"); c.recv(1)
+    keep += [c, a]
+print("ready", len(keep) // 2, flush=True)
+select.select([sys.stdin], [], [], max(0.0, deadline - time.monotonic()))
+"""
+
+
+def track(ns: str) -> None:
+    """Make the kernel track connections in ``ns`` (an nftables rule that uses ``ct``)."""
+    sh(["ip", "netns", "exec", ns, "nft", "-f", "-"], stdin=(
+        f"table inet {NFT_TABLE} {{\n"
+        f"  chain input {{ type filter hook input priority 0; ct state established accept; }}\n"
+        f"}}\n"))
+
+
+def udp_flows(ns: str, count: int, *, within: float = 30.0) -> tuple[int, int]:
+    """Send ``count`` datagrams from distinct source ports inside ``ns``: (sent, refused)."""
+    if not 0 < count <= MAX_FLOWS:
+        raise ValueError(f"count must be 1..{MAX_FLOWS}")
+    proc = sh(["ip", "netns", "exec", ns, sys.executable, "-c", _UDP_WORKER, str(count),
+               str(within)], timeout=within + 30)
+    sent, refused = proc.stdout.split()
+    return int(sent), int(refused)
+
+
+def count(ns: str) -> int:
+    """``conntrack -C`` inside ``ns``."""
+    return int(sh(["ip", "netns", "exec", ns, "conntrack", "-C"]).stdout.split()[0])
+
+
+def stats(ns: str) -> dict[str, int]:
+    """``conntrack -S`` inside ``ns``, summed over CPUs (keys as conntrack prints them)."""
+    out = sh(["ip", "netns", "exec", ns, "conntrack", "-S"]).stdout
+    return sum_stats_lines(out)
+
+
+def sum_stats_lines(text: str) -> dict[str, int]:
+    sums: dict[str, int] = {}
+    for line in text.splitlines():
+        for field in line.split():
+            key, _, value = field.partition("=")
+            if key != "cpu" and value.isdigit():
+                sums[key] = sums.get(key, 0) + int(value)
+    return sums
+
+
+class TcpHolder:
+    """Hold ``connections`` established TCP connections open in ``ns`` (context manager)."""
+
+    def __init__(self, ns: str, connections: int, *, hold: float = 60.0) -> None:
+        if not 0 < connections <= 20_000:
+            raise ValueError("connections must be 1..20000")
+        self.ns, self.connections, self.hold = ns, connections, hold
+        self.proc: subprocess.Popen[str] | None = None
+        self.ready = 0
+
+    def __enter__(self) -> TcpHolder:
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", self.ns, sys.executable, "-c", _TCP_WORKER,
+             str(self.connections), str(self.hold)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + self.hold
+        line = ""
+        while time.monotonic() < deadline and not line:
+            line = self.proc.stdout.readline()
+            if not line and self.proc.poll() is not None:
+                break
+        if not line.startswith("ready"):
+            err = self.proc.stderr.read() if self.proc.stderr else ""
+            self._stop()
+            raise RuntimeError(f"TCP holder in {self.ns} did not start: {line!r} {err[-500:]}")
+        self.ready = int(line.split()[1])
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._stop()
+
+    def _stop(self) -> None:
+        if self.proc is None:
+            return
+        try:
+            if self.proc.stdin:
+                self.proc.stdin.close()
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+
+# Runs inside the namespace: write the files and tool outputs a conntrack fixture needs
+# under argv[1]. pyroute2's answers are stored as JSON (the decoded message dicts).
+_CAPTURE_WORKER = r"""
+import json, pathlib, shutil, subprocess, sys
+dest = pathlib.Path(sys.argv[1])
+for rel in ("net/stat/nf_conntrack", "sys/net/netfilter/nf_conntrack_count",
+            "sys/net/netfilter/nf_conntrack_max", "sys/net/netfilter/nf_conntrack_buckets",
+            "sys/kernel/osrelease"):
+    target = dest / "proc" / rel
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(pathlib.Path("/proc", rel).read_text())
+for name, args in (("conntrack-S.txt", ["conntrack", "-S"]),
+                   ("conntrack-C.txt", ["conntrack", "-C"])):
+    (dest / name).write_text(subprocess.run(args, capture_output=True, text=True,
+                                            check=True, timeout=30).stdout)
+from pyroute2 import Conntrack, NFCTSocket
+ct = Conntrack()
+try:
+    flat = ct.stat()
+finally:
+    ct.close()
+sock = NFCTSocket()
+try:
+    raw = [{"res_id": m["res_id"], "attrs": [[k, v] for k, v in m["attrs"]]}
+           for m in sock.stat()]
+finally:
+    sock.close()
+(dest / "pyroute2-conntrack-stat.json").write_text(json.dumps(flat, indent=1) + "\n")
+(dest / "pyroute2-nfctsocket-stat.json").write_text(json.dumps(raw, indent=1) + "\n")
+"""
+
+
+def capture(ns: str, dest: str) -> None:
+    """Record ``ns``'s conntrack files and ``conntrack -S``/``-C``/pyroute2 answers."""
+    sh(["ip", "netns", "exec", ns, sys.executable, "-c", _CAPTURE_WORKER, dest])
