@@ -224,38 +224,40 @@ def _without_rates(obs: ConntrackObservation, since_boot: dict[str, int],
 
 
 def _cause(obs: ConntrackObservation, deltas: dict[str, Any]) -> str:
-    dropped = (deltas.get("drop") or 0) + (deltas.get("early_drop") or 0)
+    dropped = deltas.get("drop") or 0
     failed = deltas.get("insert_failed") or 0
-    near_full = bool(obs.max) and obs.count is not None and obs.max is not None \
-        and obs.count >= 0.9 * obs.max
     causes = []
-    if (dropped and near_full) or deltas.get("early_drop"):
-        causes.append("table full: new flows find no free entry and no unassured entry to "
-                      "evict, so their packets are dropped (kernel log: "
-                      "'nf_conntrack: table full, dropping packet')")
+    # Every unresolved insert clash drops its packet and counts in both insert_failed and
+    # drop; the other drops are flows that found no free entry (__nf_conntrack_alloc):
+    # the table was full, or memory ran out. early_drop only happens when it is full.
+    if dropped > failed or deltas.get("early_drop"):
+        now = ""
+        if obs.count is not None and obs.max:
+            now = f" (now {obs.count} of {obs.max}; it may have emptied since)"
+        causes.append(f"table full: new flows found no free entry{now} and no unassured "
+                      f"entry to evict, so their packets were dropped (kernel log: "
+                      f"'nf_conntrack: table full, dropping packet')")
     if failed:
         if deltas.get("chaintoolong"):
             causes.append("hash chains too long: inserts refused (chaintoolong rose); more "
                           "buckets spread the entries")
-        causes.append("NAT insertion race: two UDP packets of one flow (glibc sends the A and "
-                      "AAAA queries in parallel from one socket) race through DNAT/SNAT, one "
-                      "entry cannot be inserted and its packet is dropped, and the resolver "
-                      "waits out its 5 s timeout")
-    elif dropped and not causes:
-        causes.append("packets dropped by conntrack while the table is not full: allocation "
-                      "failures or unresolved insert clashes (see insert_failed)")
+        causes.append("insertion race (the NAT clash behind DNS timeouts): two packets of "
+                      "one new flow (glibc sends the A and AAAA queries in parallel from one "
+                      "socket) raced to create its entry and the loser could not be merged; "
+                      "its packet is dropped and the resolver waits out its 5 s timeout")
     return "; ".join(causes)
 
 
 def _mitigations(obs: ConntrackObservation, deltas: dict[str, Any],
                  fixes: tuple[FixPresence, ...], t: ConntrackThresholds) -> str:
     lines = []
-    near_full = bool(obs.max) and obs.count is not None and obs.max is not None \
-        and obs.count >= t.warning_ratio * obs.max
-    if near_full and obs.count is not None and obs.max is not None:
-        lines.append(table_recommendation(obs.count, obs.max, obs.buckets, t,
-                                          Status.WARNING))
-    if deltas.get("insert_failed"):
+    dropped, failed = deltas.get("drop") or 0, deltas.get("insert_failed") or 0
+    if (dropped > failed or deltas.get("early_drop")) and obs.max and obs.count is not None:
+        # The table was full at some moment, so its peak was nf_conntrack_max at least:
+        # size for that peak (or for today's count, if it is higher still).
+        peak = max(obs.count, obs.max)
+        lines.append(table_recommendation(peak, obs.max, obs.buckets, t, Status.WARNING))
+    if failed:
         lines.append("run a node-local DNS cache (NodeLocal DNSCache: CoreDNS as a DaemonSet "
                      "on 169.254.20.10 with NOTRACK for port 53, kubelet clusterDNS pointed "
                      "at it) so DNS skips conntrack and NAT")
@@ -266,8 +268,7 @@ def _mitigations(obs: ConntrackObservation, deltas: dict[str, Any],
         if missing:
             lines.append("kernel lacks upstream fixes: " + ", ".join(
                 f"{f.commit} ({f.release})" for f in missing) + "; upgrade the kernel")
-    if not lines and (deltas.get("drop") or deltas.get("early_drop")):
-        count = obs.count or 0
-        lines.append("check 'dmesg | grep nf_conntrack' and 'conntrack -S'; if the table "
-                     f"fills ({count} now), raise net.netfilter.nf_conntrack_max")
+    if not lines and dropped:
+        lines.append("see 'dmesg | grep nf_conntrack' and 'conntrack -S' for why packets "
+                     "were dropped")
     return "\n".join(lines)

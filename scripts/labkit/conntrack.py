@@ -6,8 +6,11 @@ registered per namespace on demand), so ``track()`` adds an nftables ``ct state`
 listener in the namespace); ``TcpHolder`` keeps established, hence *assured*, TCP
 connections open: the kernel cannot evict those with early_drop, so once they fill the
 table (``nf_conntrack_max`` lowered for a moment) every new flow is dropped and ``drop``
-rises. Every loop is bounded in count and time; see ``conntrack -L`` / ``-S`` in the
-namespace to watch.
+rises. ``insertion_races()`` makes two threads send the first packet of the same new flow
+at once, over and over: for UDP the kernel merges the two entries (``clash_resolve``), for
+TCP it cannot (no clash resolution for TCP), so one packet is dropped and ``insert_failed``
+and ``drop`` rise, the race behind the DNS 5-second timeouts. Every loop is bounded in count
+and time; see ``conntrack -L`` / ``-S`` in the namespace to watch.
 """
 
 from __future__ import annotations
@@ -20,23 +23,25 @@ from types import TracebackType
 from labkit.netlab import sh
 
 NFT_TABLE = "nalab_conntrack"
-MAX_FLOWS = 60_000  # source ports available on one address; far above any test
+MAX_FLOWS = 60_000  # source ports 1024..61023 on one address; far above any test
 
-# Runs inside the namespace: send argv[1] datagrams from distinct sockets to a listener on
-# 127.0.0.1, for at most argv[2] seconds; prints "<sent> <refused>". A datagram the kernel
-# drops in conntrack (table full) fails with EPERM at sendto().
+# Runs inside the namespace: send argv[1] datagrams, each from its own source port (1024 +
+# i: an ephemeral port could come back after close and reuse a flow), to a listener on
+# 127.0.0.1:65535, for at most argv[2] seconds; prints "<sent> <refused>". A datagram the
+# kernel drops in conntrack (table full) fails with EPERM at sendto().
 _UDP_WORKER = r"""
 import socket, sys, time
 count, limit = int(sys.argv[1]), float(sys.argv[2])
 deadline = time.monotonic() + limit
 srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-srv.bind(("127.0.0.1", 0))
+srv.bind(("127.0.0.1", 65535))
 sent = refused = 0
-for _ in range(count):
+for i in range(count):
     if time.monotonic() > deadline:
         break
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
+        s.bind(("127.0.0.1", 1024 + i))
         s.sendto(b"netagent-lab", srv.getsockname())
         sent += 1
     except PermissionError:
@@ -67,6 +72,78 @@ for _ in range(count):
 print("ready", len(keep) // 2, flush=True)
 select.select([sys.stdin], [], [], max(0.0, deadline - time.monotonic()))
 """
+
+
+# Runs inside the namespace: argv[2] rounds (at most argv[3] seconds) in which two threads,
+# released together by a barrier, send the first packet of one new flow to 127.0.0.1.
+# argv[1] "udp": one UDP socket shared by both threads (glibc's A/AAAA pattern), a new
+# socket each round. "tcp": the same hand-made SYN from two raw sockets (TCP port 9, where
+# nothing listens), a new source port each round. Prints the rounds run.
+_RACE_WORKER = r"""
+import socket, struct, sys, threading, time
+proto, rounds, limit = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+deadline = time.monotonic() + limit
+srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+srv.bind(("127.0.0.1", 0))
+barrier = threading.Barrier(3, timeout=10)
+shared = {}
+
+def syn(sport):
+    lo = socket.inet_aton("127.0.0.1")
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, 0, 0, 64, socket.IPPROTO_TCP, 0, lo, lo)
+    return ip + struct.pack("!HHIIBBHHH", sport, 9, 1, 0, 5 << 4, 0x02, 65535, 0, 0)
+
+def racer():
+    raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    try:
+        while True:
+            barrier.wait()
+            if shared.get("stop"):
+                return
+            try:
+                if proto == "udp":
+                    shared["sock"].sendto(b"q", srv.getsockname())
+                else:
+                    raw.sendto(shared["packet"], ("127.0.0.1", 0))
+            except OSError:
+                pass  # the loser of an unresolved clash is dropped: EPERM
+            barrier.wait()
+    except threading.BrokenBarrierError:
+        return
+
+threads = [threading.Thread(target=racer) for _ in range(2)]
+for t in threads:
+    t.start()
+done = 0
+for i in range(rounds):
+    if time.monotonic() > deadline:
+        break
+    if proto == "udp":
+        shared["sock"] = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    else:
+        shared["packet"] = syn(10000 + i % 50000)
+    barrier.wait()
+    barrier.wait()
+    if proto == "udp":
+        shared["sock"].close()
+    done += 1
+shared["stop"] = True
+barrier.wait()
+for t in threads:
+    t.join(timeout=10)
+print(done, flush=True)
+"""
+
+
+def insertion_races(ns: str, proto: str, rounds: int, *, within: float = 20.0) -> int:
+    """Race two packets of one new flow ``rounds`` times in ``ns``; returns rounds run."""
+    if proto not in ("udp", "tcp"):
+        raise ValueError("proto must be udp or tcp")
+    if not 0 < rounds <= MAX_FLOWS:
+        raise ValueError(f"rounds must be 1..{MAX_FLOWS}")
+    proc = sh(["ip", "netns", "exec", ns, sys.executable, "-c", _RACE_WORKER, proto,
+               str(rounds), str(within)], timeout=within + 30)
+    return int(proc.stdout.split()[0])
 
 
 def track(ns: str) -> None:

@@ -120,7 +120,7 @@ def test_insert_failed_rate_above_the_limit_warns(fixtures: Path) -> None:
     result = checks.check_errors(fast, before, T)
     assert result.status is Status.WARNING
     assert result.evidence["per_second"]["insert_failed"] == 5.0
-    assert "NAT insertion race" in result.evidence["likely_cause"]
+    assert "insertion race" in result.evidence["likely_cause"]
     assert "single-request-reopen" in result.recommendation
     assert "node-local DNS cache" in result.recommendation
     stricter = dataclasses.replace(T, insert_failed_per_second=0.1)
