@@ -80,7 +80,7 @@ select.select([sys.stdin], [], [], max(0.0, deadline - time.monotonic()))
 # socket each round. "tcp": the same hand-made SYN from two raw sockets (TCP port 9, where
 # nothing listens), a new source port each round. Prints the rounds run.
 _RACE_WORKER = r"""
-import socket, struct, sys, threading, time
+import os, socket, struct, sys, threading, time
 proto, rounds, limit = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 deadline = time.monotonic() + limit
 srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -93,7 +93,11 @@ def syn(sport):
     ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, 0, 0, 64, socket.IPPROTO_TCP, 0, lo, lo)
     return ip + struct.pack("!HHIIBBHHH", sport, 9, 1, 0, 5 << 4, 0x02, 65535, 0, 0)
 
-def racer():
+def racer(cpu):
+    # one racer per CPU where there are two: the race needs them to run at the same time
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) > 1:
+        os.sched_setaffinity(0, {cpus[cpu % len(cpus)]})
     raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
     try:
         while True:
@@ -111,7 +115,7 @@ def racer():
     except threading.BrokenBarrierError:
         return
 
-threads = [threading.Thread(target=racer) for _ in range(2)]
+threads = [threading.Thread(target=racer, args=(n,)) for n in range(2)]
 for t in threads:
     t.start()
 done = 0
