@@ -215,3 +215,16 @@ def test_insertion_races_show_as_insert_failed_and_clash_resolve(ns: str) -> Non
     assert errors["status"] == "critical"
     assert "insertion race" in evidence["likely_cause"]
     assert "single-request-reopen" in errors["recommendation"]
+
+
+def test_netlink_without_cap_net_admin_says_so(ns: str) -> None:
+    # setpriv drops CAP_NET_ADMIN for the child even though it runs as root
+    code = ("from netagent.sources.conntrack import ConntrackSource\n"
+            "obs = ConntrackSource(stats_from='netlink').collect()\n"
+            "print(obs.stats is None, obs.count is not None, obs.problems.get('stats'))\n")
+    proc = subprocess.run(
+        ["ip", "netns", "exec", ns, "setpriv", "--bounding-set", "-net_admin",
+         "--inh-caps", "-net_admin", "--", sys.executable, "-c", code],
+        env=ENV, capture_output=True, text=True, timeout=60, check=True)
+    assert proc.stdout.split(maxsplit=2) == [
+        "True", "True", "conntrack statistics over netlink need CAP_NET_ADMIN\n"]
