@@ -84,7 +84,8 @@ def load(path: str | Path | None) -> Config:
 
 def build(cls: type[Any], data: Any, *, where: str, prefix: str = "") -> Any:
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: {prefix or 'the file'} must be a mapping")
+        what = f"'{prefix.rstrip('.')}'" if prefix else "the file"
+        raise ConfigError(f"{where}: {what} must be a mapping")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     for key in data:

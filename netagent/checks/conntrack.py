@@ -112,9 +112,9 @@ def table_recommendation(count: int, max_: int, buckets: int | None, t: Conntrac
     lines = [recommend({"net.netfilter.nf_conntrack_max": new_max}, conf_file=SYSCTL_FILE)]
     if buckets is None or new_buckets > buckets:
         lines.append(f"echo {new_buckets} > {HASHSIZE}")
-        lines.append(f"persist: printf 'options nf_conntrack hashsize={new_buckets}\\n' "
-                     f"> {MODPROBE_FILE}")
-    lines.append("(in the host's network namespace: the limit and the hash table are global)")
+        lines.append(f"cat > {MODPROBE_FILE} <<'EOF'\noptions nf_conntrack "
+                     f"hashsize={new_buckets}\nEOF")
+    lines.append("# in the host's network namespace: the limit and the hash table are global")
     return "\n".join(lines)
 
 

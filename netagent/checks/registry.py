@@ -12,9 +12,15 @@ Evaluator = Callable[[Observations, Config], list[CheckResult]]
 
 # source name -> the checks that judge it, in report order
 CHECKS: dict[str, Evaluator] = {
-    "neighbours": lambda obs, cfg: neighbours.evaluate(obs, cfg.thresholds.neighbour),
+    "neighbours": lambda obs, cfg: neighbours.evaluate(obs, cfg.thresholds.neighbour,
+                                                       nodes=cluster_nodes(obs, cfg)),
     "conntrack": lambda obs, cfg: conntrack.evaluate(obs, cfg.thresholds.conntrack),
 }
+
+
+def cluster_nodes(obs: Observations, config: Config) -> int | None:
+    """The cluster's node count: from configuration (``nodes:``/``--nodes``)."""
+    return config.nodes
 
 
 def evaluate(obs: Observations, config: Config, *, sources: Sequence[str]) -> list[CheckResult]:
