@@ -199,18 +199,21 @@ def _without_rates(obs: ConntrackObservation, since_boot: dict[str, int],
     evidence["rates"] = "unknown: no earlier sample (interval 0); run with --interval > 0"
     full = obs.count is not None and bool(obs.max) and obs.max is not None \
         and obs.count >= obs.max
-    dropped_ever = since_boot.get("drop", 0) + since_boot.get("early_drop", 0)
+    # Drops beyond insert_failed (each unresolved clash counts in both) and early drops
+    # mean the table was full at some time since boot: the only evidence without rates.
+    full_since_boot = (since_boot.get("drop", 0) > since_boot.get("insert_failed", 0)
+                       or since_boot.get("early_drop", 0) > 0)
     boot = ", ".join(f"{n} {since_boot[n]}" for n in WATCHED[:4] if n in since_boot)
     if full:
         status = Status.CRITICAL
         head = f"table full now ({obs.count} of {obs.max}): packets are being dropped"
-    elif dropped_ever:
+    elif full_since_boot:
         status = Status.WARNING
-        head = ("the table has dropped packets since boot (was it full?); rates unknown "
-                "without an interval")
+        head = ("the table was full at some time since boot (drops beyond insert_failed); "
+                "rates unknown without an interval")
     else:
         status = Status.OK
-        head = "no drops since boot; rates unknown without an interval"
+        head = "no table-full drops since boot; rates unknown without an interval"
     cause = _cause(obs, dict(since_boot)) if status is not Status.OK else ""
     if cause:
         evidence["likely_cause"] = cause

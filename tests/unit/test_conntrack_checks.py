@@ -189,3 +189,14 @@ def test_every_event_metric_is_in_the_record(fixtures: Path) -> None:
         assert obs.stats.get(event) is not None, event
     assert isinstance(obs.stats, ConntrackStats)
     assert obs.count is not None and obs.max is not None and obs.buckets is not None
+
+
+def test_without_baseline_clash_drops_alone_are_not_table_full(fixtures: Path) -> None:
+    # an unresolved clash counts in insert_failed and drop: no sign of a full table
+    base = _read(fixtures, "before")
+    clashes = _with_counters(base, 0.0, insert_failed=7, drop=7)
+    result = checks.check_errors(clashes, None, T)
+    assert result.status is Status.OK
+    assert "insert_failed 7" in result.summary
+    fuller = _with_counters(base, 0.0, insert_failed=7, drop=9)
+    assert checks.check_errors(fuller, None, T).status is Status.WARNING
