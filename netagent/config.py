@@ -28,8 +28,17 @@ class NeighbourThresholds:
 
 
 @dataclass(frozen=True)
+class ConntrackThresholds:
+    warning_ratio: float = 0.75  # of nf_conntrack_max
+    critical_ratio: float = 0.90
+    insert_failed_per_second: float = 1.0  # above this rate conntrack.errors warns
+    headroom_ratio: float = 0.50  # recommended nf_conntrack_max puts today's count at most here
+
+
+@dataclass(frozen=True)
 class Thresholds:
     neighbour: NeighbourThresholds = field(default_factory=NeighbourThresholds)
+    conntrack: ConntrackThresholds = field(default_factory=ConntrackThresholds)
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,10 @@ _RANGES: dict[str, tuple[float, float]] = {
     "thresholds.neighbour.headroom_ratio": (0.05, 0.95),
     "cluster.api_timeout_seconds": (0.1, 300),
     "cluster.poll_seconds": (10, 86400),
+    "thresholds.conntrack.warning_ratio": (0.01, 1.0),
+    "thresholds.conntrack.critical_ratio": (0.01, 1.0),
+    "thresholds.conntrack.insert_failed_per_second": (0, 1_000_000),
+    "thresholds.conntrack.headroom_ratio": (0.05, 0.95),
 }
 
 
@@ -81,7 +94,8 @@ def load(path: str | Path | None) -> Config:
 
 def build(cls: type[Any], data: Any, *, where: str, prefix: str = "") -> Any:
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: {prefix or 'the file'} must be a mapping")
+        what = f"'{prefix.rstrip('.')}'" if prefix else "the file"
+        raise ConfigError(f"{where}: {what} must be a mapping")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     for key in data:
@@ -139,3 +153,8 @@ def _cross_checks(config: Config, *, where: str) -> None:
         raise ConfigError(f"{where}: 'thresholds.neighbour.warning_ratio' ({n.warning_ratio}) "
                           f"must be below 'thresholds.neighbour.critical_ratio' "
                           f"({n.critical_ratio})")
+    c = config.thresholds.conntrack
+    if c.warning_ratio >= c.critical_ratio:
+        raise ConfigError(f"{where}: 'thresholds.conntrack.warning_ratio' ({c.warning_ratio}) "
+                          f"must be below 'thresholds.conntrack.critical_ratio' "
+                          f"({c.critical_ratio})")

@@ -319,6 +319,53 @@ class ClusterInfo:
     note: str = ""  # e.g. why the API was not used
 
 
+# --- conntrack ---------------------------------------------------------------------------
+
+# The events exported as netagent_conntrack_events_total{event} (DESIGN.md §3).
+CONNTRACK_EVENTS = ("insert_failed", "drop", "early_drop", "invalid", "clash_resolve",
+                    "search_restart")
+
+
+@dataclass(frozen=True)
+class ConntrackStats:
+    """Per-CPU conntrack statistics summed over CPUs, under one set of names.
+
+    ``counters`` holds only the counters this kernel reports, by the names of the netlink
+    attributes (``CTA_STATS_*`` lower-cased): a counter the kernel does not have (for
+    example ``clash_resolve`` on kernels older than that counter) is absent, not 0.
+    ``entries`` is this namespace's table size when the procfs file gave it (netlink
+    per-CPU stats do not carry it).
+    """
+
+    source: str  # "procfs" (/proc/net/stat/nf_conntrack) or "netlink" (conntrack -S)
+    entries: int | None
+    counters: Mapping[str, int]
+    cpus: int
+    layout: str = ""  # which generation of the procfs header, or "netlink"
+
+    def get(self, name: str) -> int | None:
+        return self.counters.get(name)
+
+
+@dataclass(frozen=True)
+class ConntrackObservation:
+    """One reading of this network namespace's conntrack table.
+
+    ``count`` is per namespace; ``max`` and ``buckets`` are global (one hash table and one
+    limit for the whole kernel, writable only in the initial namespace). A part that could
+    not be read is ``None`` and ``problems`` says why.
+    """
+
+    kernel: KernelVersion
+    count: int | None
+    max: int | None
+    buckets: int | None
+    stats: ConntrackStats | None
+    namespace: str = ""  # "net:[4026531840]", as readlink /proc/self/ns/net prints it
+    problems: Mapping[str, str] = field(default_factory=dict)
+    monotonic: float = 0.0
+
+
 # --- what a collection round hands the checks --------------------------------------------
 
 T = TypeVar("T")
