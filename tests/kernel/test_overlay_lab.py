@@ -158,3 +158,29 @@ def test_thousand_peers_are_read_fast(lab: Lab) -> None:
     assert dev.fdb_entries == 900 and dev.neighbours is not None and len(dev.neighbours) == 900
     assert built < 30 and took < 2.0, (built, took)
     print(f"\n1000-peer overlay built in {built:.2f} s; 900 peers read in {took * 1000:.0f} ms")
+
+
+def test_kernel_filters_the_neighbour_dump_by_device(lab: Lab) -> None:
+    """NDA_IFINDEX in the request makes the kernel skip other devices' entries, so a host
+    with a large ARP table costs the overlay source nothing extra."""
+    from labkit.netlab import sh
+
+    from netagent.parse.netlink import RTM_NEWNEIGH, iter_messages
+    from netagent.parse.overlay import neighbour_dump_request
+    from netagent.sources.rtnl import Dump, next_seq
+
+    Overlay(lab).up(5)
+    lab.add_neighbours(200, dev="vpod0")
+    index = int(sh(["ip", "netns", "exec", lab.node, "cat",
+                    "/sys/class/net/flannel.1/ifindex"]).stdout)
+    sock = netns.netlink_socket(netns.Namespace(lab.node, f"/run/netns/{lab.node}", 0))
+    try:
+        counts = []
+        for ifindex in (0, index):
+            raw = b"".join(Dump(sock, neighbour_dump_request("ipv4", ifindex=ifindex,
+                                                              seq=next_seq()),
+                                what="neighbours").chunks())
+            counts.append(sum(1 for m in iter_messages(raw) if m[0] == RTM_NEWNEIGH))
+    finally:
+        sock.close()
+    assert counts[0] >= 205 and counts[1] == 5, counts

@@ -303,3 +303,11 @@ def test_cluster_settings_load_and_wire(tmp_path: Path) -> None:
     path.write_text("cluster:\n  kubecfg: /x\n")
     with pytest.raises(ConfigError, match=r"unknown key 'cluster\.kubecfg'"):
         load(path)
+
+
+def test_cluster_nodes_prefers_the_cluster_reading() -> None:
+    config = Config(nodes=41)
+    read = Observations(current={"cluster": ClusterInfo(605, "Kubernetes API x")})
+    assert registry.cluster_nodes(read, config) == 605
+    assert registry.cluster_nodes(Observations(current={}), config) == 41
+    assert registry.cluster_nodes(Observations(current={}), Config()) is None
