@@ -181,6 +181,10 @@ def analyse(dev: VxlanDevice, cluster: ClusterView) -> Analysis:
     if endpoints:
         _against_annotations(a, dev, endpoints, fdb, neigh, by_mac, gateways)
         a.expected_from = f"node annotations ({cluster.source})"
+        unannotated = len(cluster.peers or ()) - len(endpoints)
+        if unannotated:
+            a.notes.append(f"{unannotated} nodes carry no {dev.cni} VXLAN annotations (not "
+                           "registered yet, or another backend): no entries expected for them")
     elif dev.cni in RESTART and cluster.nodes is not None:
         a.peers_expected = max(0, cluster.nodes - 1)
         a.peers_missing = max(0, a.peers_expected - a.peers_complete)

@@ -115,6 +115,12 @@ def test_recorded_lab_by_annotations_names_the_nodes(fixtures: Path) -> None:
         "node-0004: no FDB entry for 02:0a:58:00:00:04",
     ]
     assert "2 of 5 peers missing or incomplete: node-0002" in flannel.summary
+    # a node flannel has not registered yet is not expected to have entries
+    newcomer = (*peers, NodePeer(name="node-0006"))
+    flannel = run(recorded(fixtures), cluster=ClusterInfo(7, "api", newcomer))[
+        "overlay.flannel.1"]
+    assert flannel.evidence["peers_expected"] == 5
+    assert flannel.evidence["notes"][0].startswith("1 nodes carry no flannel VXLAN annotations")
     assert "spec.nodeName=node-0000" in flannel.recommendation
 
 
