@@ -28,8 +28,24 @@ class NeighbourThresholds:
 
 
 @dataclass(frozen=True)
+class ConntrackThresholds:
+    warning_ratio: float = 0.75  # of nf_conntrack_max
+    critical_ratio: float = 0.90
+    insert_failed_per_second: float = 1.0  # above this rate conntrack.errors warns
+    headroom_ratio: float = 0.50  # recommended nf_conntrack_max puts today's count at most here
+
+
+@dataclass(frozen=True)
 class Thresholds:
     neighbour: NeighbourThresholds = field(default_factory=NeighbourThresholds)
+    conntrack: ConntrackThresholds = field(default_factory=ConntrackThresholds)
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    kubeconfig: str | None = None  # else KUBECONFIG, else the pod's service account
+    api_timeout_seconds: float = 10.0  # per request to the API server
+    poll_seconds: float = 300.0  # at most one node LIST per this many seconds (plus jitter)
 
 
 @dataclass(frozen=True)
@@ -40,7 +56,10 @@ class AgentIntervals:
     conntrack: float = 15.0
     overlay: float = 15.0
     dns: float = 30.0
-    cluster: float = 300.0  # every node lists nodes: keep the API load low (DESIGN.md §2)
+    # The cluster source asks the API at most once per cluster.poll_seconds (300 s, with
+    # jitter) and answers from its cache in between, so this only bounds how stale that
+    # answer can be; a second long interval here would compound with the source's own.
+    cluster: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -58,6 +77,7 @@ class Config:
     nodes: int | None = None  # cluster size, when it cannot be read from the API
     thresholds: Thresholds = field(default_factory=Thresholds)
     agent: AgentSettings = field(default_factory=AgentSettings)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
 
 # (minimum, maximum) for numeric keys, by dotted path
@@ -73,6 +93,12 @@ _RANGES: dict[str, tuple[float, float]] = {
     "agent.intervals.overlay": (0.1, 86400),
     "agent.intervals.dns": (0.1, 86400),
     "agent.intervals.cluster": (0.1, 86400),
+    "cluster.api_timeout_seconds": (0.1, 300),
+    "cluster.poll_seconds": (10, 86400),
+    "thresholds.conntrack.warning_ratio": (0.01, 1.0),
+    "thresholds.conntrack.critical_ratio": (0.01, 1.0),
+    "thresholds.conntrack.insert_failed_per_second": (0, 1_000_000),
+    "thresholds.conntrack.headroom_ratio": (0.05, 0.95),
 }
 
 
@@ -157,3 +183,8 @@ def _cross_checks(config: Config, *, where: str) -> None:
         raise ConfigError(f"{where}: 'thresholds.neighbour.warning_ratio' ({n.warning_ratio}) "
                           f"must be below 'thresholds.neighbour.critical_ratio' "
                           f"({n.critical_ratio})")
+    c = config.thresholds.conntrack
+    if c.warning_ratio >= c.critical_ratio:
+        raise ConfigError(f"{where}: 'thresholds.conntrack.warning_ratio' ({c.warning_ratio}) "
+                          f"must be below 'thresholds.conntrack.critical_ratio' "
+                          f"({c.critical_ratio})")

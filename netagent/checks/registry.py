@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from netagent.checks import neighbours
+from netagent.checks import conntrack, neighbours, overlay
 from netagent.config import Config
-from netagent.model import CheckResult, Observations
+from netagent.model import CheckResult, ClusterInfo, Observations
 
 Evaluator = Callable[[Observations, Config], list[CheckResult]]
 
@@ -14,12 +14,17 @@ Evaluator = Callable[[Observations, Config], list[CheckResult]]
 CHECKS: dict[str, Evaluator] = {
     "neighbours": lambda obs, cfg: neighbours.evaluate(obs, cfg.thresholds.neighbour,
                                                        nodes=cluster_nodes(obs, cfg)),
+    "conntrack": lambda obs, cfg: conntrack.evaluate(obs, cfg.thresholds.conntrack),
+    "overlay": overlay.evaluate,
+    "cluster": overlay.evaluate_cluster,
 }
 
 
 def cluster_nodes(obs: Observations, config: Config) -> int | None:
-    """The cluster's node count: from configuration (``nodes:``/``--nodes``)."""
-    return config.nodes
+    """The cluster's node count: the ``cluster`` source's reading when it ran (the API, or
+    the configuration when the API could not be read), else ``nodes:``/``--nodes``."""
+    info = obs.get("cluster", ClusterInfo)
+    return info.nodes if info is not None else config.nodes
 
 
 def evaluate(obs: Observations, config: Config, *, sources: Sequence[str]) -> list[CheckResult]:

@@ -298,4 +298,4 @@ def test_every_source_has_an_interval() -> None:
     intervals = AgentIntervals()
     assert {f.name for f in dataclasses.fields(intervals)} == set(SOURCE_NAMES)
     assert intervals.neighbours == intervals.conntrack == intervals.overlay == 15
-    assert intervals.dns == 30 and intervals.cluster == 300
+    assert intervals.dns == 30 and intervals.cluster == 30  # the API: cluster.poll_seconds
