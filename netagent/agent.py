@@ -3,11 +3,11 @@
 One worker thread runs the scheduler: each source on its own interval (with jitter, so a
 fleet of nodes does not poll in step), each failing on its own. Sources run one after the
 other: collections are mostly Python decoding under the GIL, so threads would not make
-them faster, and a slow source delays the next by at most its own timeouts. After every collection the
-checks are evaluated again on the latest observation of every source, with the previous
-observation of each as the baseline, so counters become rates over one interval. The HTTP
-server (``netagent.exporter.server``) runs in its own threads and only reads the latest
-state. A person sees the same as ``curl -s localhost:9465/metrics``.
+them faster, and a slow source delays the next by at most its own timeouts. After every
+collection the checks are evaluated again on the latest observation of every source, with
+the previous observation of each as the baseline, so counters become rates over one
+interval. The HTTP server (``netagent.exporter.server``) runs in its own threads and only
+reads the latest state. A person sees the same as ``curl -s localhost:9465/metrics``.
 
 The log has one line per state change (a source going up or down, a check changing
 status), never one per sample.
