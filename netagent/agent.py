@@ -243,7 +243,7 @@ def serve(config: Config, *, listen: str | None = None) -> None:
     host, port = parse_listen(listen or config.agent.listen)
     sources = build_sources(config)
     agent = Agent(sources, config)
-    server = HttpServer(make_app(make_registry(agent.state), ready=agent.ready),
+    server = HttpServer(make_app(make_registry(agent.state, config=config), ready=agent.ready),
                         host=host, port=port)
 
     # The handler only records the signal. Setting the agent's Event from a handler could

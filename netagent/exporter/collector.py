@@ -9,39 +9,72 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from netagent import __version__
-from netagent.exporter import neighbours
+from netagent.checks.overlay import ClusterView
+from netagent.config import Config
+from netagent.exporter import cluster, conntrack, neighbours, overlay
 from netagent.exporter.state import AgentState
-from netagent.model import NeighbourSnapshot
+from netagent.model import (
+    ClusterInfo,
+    ConntrackObservation,
+    NeighbourSnapshot,
+    Observations,
+    OverlaySnapshot,
+)
 
 log = logging.getLogger(__name__)
 
-FamiliesOf = Callable[[Any], Iterable[Metric]]
+T = TypeVar("T")
 
 
-def _neighbour_families(obs: Any) -> Iterable[Metric]:
-    if not isinstance(obs, NeighbourSnapshot):
-        raise TypeError(f"neighbours: expected a NeighbourSnapshot, got {type(obs).__name__}")
-    return neighbours.families(obs)
+@dataclass(frozen=True)
+class Scrape:
+    """What a per-source module may read besides its own observation: the whole state."""
+
+    state: AgentState
+    config: Config
+
+    def observations(self) -> Observations:
+        """The latest successful observation of every source, as the checks saw them."""
+        return Observations(
+            current={n: s.observation for n, s in self.state.sources.items() if s.up},
+            errors={n: s.run.error or "failed" for n, s in self.state.sources.items()
+                    if not s.up})
+
+
+FamiliesOf = Callable[[Any, Scrape], Iterable[Metric]]
+
+
+def _expect(obs: Any, kind: type[T]) -> T:
+    if not isinstance(obs, kind):
+        raise TypeError(f"expected a {kind.__name__}, got {type(obs).__name__}")
+    return obs
 
 
 # source name -> the function turning that source's observation into metric families
 SOURCE_FAMILIES: Mapping[str, FamiliesOf] = {
-    "neighbours": _neighbour_families,
+    "neighbours": lambda obs, _: neighbours.families(_expect(obs, NeighbourSnapshot)),
+    "conntrack": lambda obs, _: conntrack.families(_expect(obs, ConntrackObservation)),
+    "overlay": lambda obs, scrape: overlay.families(
+        _expect(obs, OverlaySnapshot),
+        cluster=ClusterView.of(scrape.observations(), scrape.config)),
+    "cluster": lambda obs, _: cluster.families(_expect(obs, ClusterInfo)),
 }
 
 
 class NetagentCollector(Collector):
     """Reads ``latest()`` once per scrape; never touches the system, never raises."""
 
-    def __init__(self, latest: Callable[[], AgentState], *,
+    def __init__(self, latest: Callable[[], AgentState], *, config: Config | None = None,
                  source_families: Mapping[str, FamiliesOf] = SOURCE_FAMILIES) -> None:
         self._latest = latest
+        self._config = config or Config()
         self._source_families = source_families
 
     def describe(self) -> Iterable[Metric]:
@@ -51,6 +84,7 @@ class NetagentCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         state = self._latest()
+        scrape = Scrape(state, self._config)
         up = GaugeMetricFamily("netagent_source_up",
                                "1 when the latest collection of the source succeeded.",
                                labels=["source"])
@@ -64,7 +98,7 @@ class NetagentCollector(Collector):
                 try:
                     # Built completely before anything is yielded: a module that fails
                     # half-way leaves no half-exported source behind.
-                    out.extend(self._source_families[name](source.observation))
+                    out.extend(self._source_families[name](source.observation, scrape))
                 except Exception:  # a bug in one module must not fail the scrape
                     log.exception("cannot export the %s observation", name)
                     is_up = False

@@ -18,6 +18,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, ProcessCollector, make_wsgi_app
 
+from netagent.config import Config
 from netagent.errors import ConfigError
 from netagent.exporter.collector import NetagentCollector
 from netagent.exporter.state import AgentState
@@ -43,10 +44,11 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
-def make_registry(latest: Callable[[], AgentState]) -> CollectorRegistry:
+def make_registry(latest: Callable[[], AgentState], *, config: Config | None = None
+                  ) -> CollectorRegistry:
     """Our collector plus the standard ``process_*`` series (RSS, CPU, open fds)."""
     registry = CollectorRegistry()
-    registry.register(NetagentCollector(latest))
+    registry.register(NetagentCollector(latest, config=config))
     ProcessCollector(registry=registry)
     return registry
 
