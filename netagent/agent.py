@@ -1,13 +1,12 @@
 """The daemon behind ``netagent run``: collect on a schedule, judge, and serve metrics.
 
-One worker thread runs the scheduler: each source on its own interval (with jitter, so a
-fleet of nodes does not poll in step), each failing on its own. Sources run one after the
-other: collections are mostly Python decoding under the GIL, so threads would not make
-them faster, and a slow source delays the next by at most its own timeouts. After every
-collection the checks are evaluated again on the latest observation of every source, with
-the previous observation of each as the baseline, so counters become rates over one
-interval. The HTTP server (``netagent.exporter.server``) runs in its own threads and only
-reads the latest state. A person sees the same as ``curl -s localhost:9465/metrics``.
+Each source runs in its own thread on its own interval (with jitter, so a fleet of nodes
+does not poll in step) and fails on its own: a DNS round waiting out dead resolvers, or a
+slow API server, never delays the neighbour tables. After every collection the checks are
+evaluated again on the latest observation of every source, with the previous observation
+of each as the baseline, so counters become rates over one interval. The HTTP server
+(``netagent.exporter.server``) runs in its own threads and only reads the latest state.
+A person sees the same as ``curl -s localhost:9465/metrics``.
 
 The log has one line per state change (a source going up or down, a check changing
 status), never one per sample.
@@ -43,11 +42,11 @@ _LEVEL = {Status.OK: logging.INFO, Status.WARNING: logging.WARNING,
 
 
 class Agent:
-    """The scheduler and the state it carries between collections.
+    """The schedule of every source and the state carried between collections.
 
     ``clock`` is monotonic seconds; ``wait(seconds)`` sleeps and returns True when the agent
     must stop (by default ``threading.Event.wait`` on the agent's stop event, so ``stop()``
-    ends a sleep at once). Both are injected so tests run the schedule without sleeping.
+    ends every sleep at once). Both are injected so tests run a schedule without sleeping.
     """
 
     def __init__(
@@ -72,6 +71,8 @@ class Agent:
         now = clock()
         self.due = {name: now + self.rng.uniform(0, min(1.0, self.jitter * interval))
                     for name, interval in self.intervals.items()}
+        # Guards what follows: each source's thread records its collection under it.
+        self._lock = threading.Lock()
         self._latest: dict[str, Any] = {}  # source -> its latest observation, if it succeeded
         self._last_success: dict[str, Any] = {}  # source -> its latest successful observation
         self._previous: dict[str, Any] = {}  # source -> the success before that
@@ -86,7 +87,7 @@ class Agent:
         """Every source has completed one collection (successful or not)."""
         return set(self._state.sources) >= set(self.sources)
 
-    # -- the loop ---------------------------------------------------------------------
+    # -- the loops --------------------------------------------------------------------
     def stop(self) -> None:
         self._stop.set()
 
@@ -94,32 +95,33 @@ class Agent:
     def stopping(self) -> bool:
         return self._stop.is_set()
 
-    def run(self, *, max_rounds: int | None = None) -> None:
-        """Collect until ``stop()``; ``max_rounds`` bounds the number of wake-ups (tests)."""
+    def run(self) -> None:
+        """One thread per source until ``stop()``; returns when all have ended."""
+        threads = [threading.Thread(target=self.run_source, args=(name,),
+                                    name=f"collect-{name}", daemon=True)
+                   for name in self.sources]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            # A collection in progress is not interrupted; it is bounded by the source's
+            # own timeouts, and the threads are daemons, so exit never waits for one.
+            while thread.is_alive() and not self.stopping:
+                thread.join(timeout=1.0)
+
+    def run_source(self, name: str, *, max_rounds: int | None = None) -> None:
+        """Collect one source whenever it is due, until ``stop()`` (or ``max_rounds``)."""
         rounds = 0
         while not self.stopping and (max_rounds is None or rounds < max_rounds):
+            delay = self.due[name] - self.clock()
+            if delay > 0 and self.wait(delay):
+                break
             rounds += 1
-            self.run_due()
-            delay = max(0.0, min(self.due.values(), default=self.clock() + 1.0) - self.clock())
-            if self.wait(delay):
-                break
-
-    def run_due(self) -> list[str]:
-        """Collect every source whose time has come, most overdue first; returns their names."""
-        now = self.clock()
-        ran = []
-        for name in sorted((n for n, t in self.due.items() if t <= now),
-                           key=lambda n: self.due[n]):
-            if self.stopping:
-                break
             start = self.clock()
             self.collect_one(name)
-            interval = self.intervals[name]
-            # From the start of this collection, so a slow source keeps its rhythm; a
-            # collection longer than its interval runs again at once, after the others due.
-            self.due[name] = start + interval * (1 + self.rng.uniform(-self.jitter, self.jitter))
-            ran.append(name)
-        return ran
+            # From the start of this collection, so a slow source keeps its rhythm; one
+            # longer than its interval runs again at once.
+            self.due[name] = start + self.intervals[name] * (
+                1 + self.rng.uniform(-self.jitter, self.jitter))
 
     def collect_one(self, name: str) -> SourceRun:
         source = self.sources[name]
@@ -134,6 +136,12 @@ class Agent:
                 log.exception("source %s raised an unexpected error", name)
         run = SourceRun(name=name, ok=error is None, duration_seconds=round(
             self.clock() - start, 6), error=error)
+        with self._lock:
+            self._record(run, observation)
+        return run
+
+    def _record(self, run: SourceRun, observation: Any) -> None:
+        name, error = run.name, run.error
         was = self._state.sources.get(name)
         if error is None:
             if name in self._last_success:
@@ -151,7 +159,6 @@ class Agent:
         checks = self._evaluate(sources)
         self._log_checks(self._state.checks, checks)
         self._state = AgentState(sources=sources, checks=checks)
-        return run
 
     def _evaluate(self, sources: Mapping[str, SourceState]) -> tuple[CheckResult, ...]:
         # Only sources collected at least once are judged: before its first collection a
@@ -255,7 +262,7 @@ def serve(config: Config, *, listen: str | None = None) -> None:
         received.append(signum)
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    worker = threading.Thread(target=agent.run, name="collector", daemon=True)
+    worker = threading.Thread(target=agent.run, name="collectors", daemon=True)
     try:
         server.start()
         log.info("netagent %s listening on %s:%d; sources: %s", __version__, host,
@@ -271,8 +278,6 @@ def serve(config: Config, *, listen: str | None = None) -> None:
     finally:
         agent.stop()
         server.stop()
-        # A collection in progress is not interrupted; it is bounded by the sources' own
-        # timeouts, and the thread is a daemon, so exit does not wait for more than this.
         worker.join(timeout=2)
         for sig, handler in previous.items():
             signal.signal(sig, handler)

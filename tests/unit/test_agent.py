@@ -113,29 +113,59 @@ def metrics(agent: Agent) -> dict[tuple[str, tuple[tuple[str, str], ...]], float
 
 
 def test_each_source_on_its_own_interval_with_bounded_jitter() -> None:
+    for name, interval in (("neighbours", 15), ("dns", 30)):
+        clock = FakeClock()
+        source = RecordedNeighbours(clock) if name == "neighbours" else Probe(clock)
+        agent = Agent({name: source}, config(), clock=clock, wait=clock.wait,
+                      rng=random.Random(7))
+        start = clock.now
+        agent.run_source(name, max_rounds=50)
+        assert len(source.calls) == 50
+        assert source.calls[0] - start <= 1.0
+        assert all(0.9 * interval <= g <= 1.1 * interval for g in gaps(source.calls)), \
+            gaps(source.calls)
+        assert len({round(g, 6) for g in gaps(source.calls)}) > 5  # jitter does vary
+        # the loop sleeps until the source is due, never busy-waits
+        assert all(w > 0 for w in clock.waits) and len(clock.waits) <= 50
 
 
-    clock = FakeClock()
-    neigh, dns = RecordedNeighbours(clock), Probe(clock)
-    agent = Agent({"neighbours": neigh, "dns": dns}, config(), clock=clock, wait=clock.wait,
-                  rng=random.Random(7))
-    start = clock.now
-    agent.run(max_rounds=200)
-    assert neigh.calls[0] - start <= 1.0 and dns.calls[0] - start <= 1.0
-    assert all(13.5 <= g <= 16.5 for g in gaps(neigh.calls)), gaps(neigh.calls)
-    assert all(27.0 <= g <= 33.0 for g in gaps(dns.calls)), gaps(dns.calls)
-    assert len(set(round(g, 6) for g in gaps(neigh.calls))) > 5  # jitter actually varies
-    assert all(w >= 0 for w in clock.waits)
-    # the loop sleeps until the next source is due, never busy-waits
-    assert len(clock.waits) <= len(neigh.calls) + len(dns.calls) + 1
+def test_a_slow_source_does_not_delay_the_others() -> None:
+    class Slow:
+        name = "dns"
+
+        def __init__(self) -> None:
+            self.release = threading.Event()
+
+        def sample(self) -> None:
+            return None
+
+        def collect(self) -> object:
+            self.release.wait(timeout=5)  # a DNS round waiting out dead resolvers
+            return {}
+
+    neigh, slow = RecordedNeighbours(FakeClock()), Slow()
+    agent = Agent({"neighbours": neigh, "dns": slow}, config(jitter=0, neighbours=0.1))
+    worker = threading.Thread(target=agent.run, daemon=True)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 5
+        while len(neigh.calls) < 5 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(neigh.calls) >= 5, "the table collections waited for the slow source"
+        assert not agent.ready()  # dns has not completed its first collection yet
+    finally:
+        slow.release.set()
+        agent.stop()
+        worker.join(timeout=3)
+    assert not worker.is_alive()
 
 
 def test_a_slow_collection_keeps_the_rhythm() -> None:
     clock = FakeClock()
     neigh = RecordedNeighbours(clock, takes=4.0)
     agent = Agent({"neighbours": neigh}, config(jitter=0), clock=clock, wait=clock.wait)
-    agent.run(max_rounds=10)
-    assert gaps(neigh.calls) == [15.0] * (len(neigh.calls) - 1)
+    agent.run_source("neighbours", max_rounds=10)
+    assert gaps(neigh.calls) == [15.0] * 9
 
 
 def test_ready_after_every_source_completed_once_even_a_failing_one() -> None:
@@ -161,9 +191,8 @@ def test_checks_see_the_previous_observation_as_baseline() -> None:
     agent = Agent({"neighbours": neigh}, config(jitter=0), clock=clock, wait=clock.wait)
     statuses = []
     for _ in range(4):
-        agent.run_due()
+        agent.run_source("neighbours", max_rounds=1)
         statuses.append({c.id: c for c in agent.state().checks}["neighbour.ipv4"])
-        clock.wait(15)
     assert [c.status for c in statuses] == [Status.OK, Status.UNKNOWN, Status.CRITICAL,
                                             Status.OK]
     # the 3rd is compared with the 1st (the last success), 30 s earlier
@@ -180,7 +209,7 @@ def test_one_log_line_per_state_change(caplog: pytest.LogCaptureFixture) -> None
     clock = FakeClock()
     neigh = RecordedNeighbours(clock, fail=frozenset({3, 4}), fulls={6: 1})
     agent = Agent({"neighbours": neigh}, config(jitter=0), clock=clock, wait=clock.wait)
-    agent.run(max_rounds=12)
+    agent.run_source("neighbours", max_rounds=12)
     lines = [r.getMessage().split(":")[0] for r in caplog.records]
     assert lines == [
         "source neighbours up (collected in 0.000 s)",
@@ -204,8 +233,9 @@ def test_an_unexpected_error_stays_inside_its_source(caplog: pytest.LogCaptureFi
     clock = FakeClock()
     neigh, dns = RecordedNeighbours(clock), Probe(clock, error=KeyError("bug"))
     agent = Agent({"neighbours": neigh, "dns": dns}, config(), clock=clock, wait=clock.wait)
-    agent.run(max_rounds=20)
-    assert len(dns.calls) >= 2 and len(neigh.calls) >= 4
+    agent.run_source("dns", max_rounds=3)
+    agent.run_source("neighbours", max_rounds=3)
+    assert len(dns.calls) == 3 and len(neigh.calls) == 3
     assert agent.state().sources["dns"].run.error == "'bug'"
     assert agent.state().sources["neighbours"].up
     assert any(r.exc_info for r in caplog.records)  # a bug is logged with its traceback
