@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from netagent.config import Config
 from netagent.sources import Source
+from netagent.sources.dns import DnsSource
 from netagent.sources.neighbours import NeighbourSource
 
 SOURCE_NAMES = ("neighbours", "conntrack", "overlay", "cluster", "dns")
@@ -17,4 +18,6 @@ def build_sources(config: Config, *, only: Sequence[str] = ()) -> dict[str, Sour
     for name in wanted:
         if name == "neighbours":
             sources[name] = NeighbourSource()
+        elif name == "dns":
+            sources[name] = DnsSource(config.dns)
     return sources

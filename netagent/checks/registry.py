@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from netagent.checks import neighbours
+from netagent.checks import dns, neighbours
 from netagent.config import Config
 from netagent.model import CheckResult, Observations
 
@@ -13,6 +13,7 @@ Evaluator = Callable[[Observations, Config], list[CheckResult]]
 # source name -> the checks that judge it, in report order
 CHECKS: dict[str, Evaluator] = {
     "neighbours": lambda obs, cfg: neighbours.evaluate(obs, cfg.thresholds.neighbour),
+    "dns": lambda obs, cfg: dns.evaluate(obs, cfg.thresholds.dns),
 }
 
 
