@@ -18,7 +18,9 @@ NodeLocal DNSCache installs for its link-local address. Each table is deleted on
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -88,17 +90,30 @@ class DnsServer:
     process: subprocess.Popen[str] | None = None
     directory: Path | None = None
 
-    def start(self, *, ready_within: float = 10.0) -> DnsServer:
+    def start(self, *, ready_within: float = 10.0, directory: Path | None = None,
+              detach: bool = False) -> DnsServer:
+        """Start unbound; ``detach`` lets it outlive this process (``scripts/lab dns serve``),
+        logging to ``unbound.log`` in ``directory``, stopped later by ``stop_detached``."""
         if shutil.which(UNBOUND) is None and not Path("/usr/sbin/unbound").exists():
             raise RuntimeError("unbound is not installed (Debian package 'unbound')")
-        self.directory = Path(tempfile.mkdtemp(prefix="nalab-unbound-"))
+        if directory is None:
+            self.directory = Path(tempfile.mkdtemp(prefix="nalab-unbound-"))
+        else:
+            directory.mkdir(parents=True, exist_ok=True)
+            self.directory = directory
         conf = self.directory / "unbound.conf"
         conf.write_text(unbound_config(directory=self.directory, listen=self.listen,
                                        allow=self.allow, refuse=self.refuse))
         sh(["unbound-checkconf", str(conf)])
-        self.process = subprocess.Popen(
-            ["ip", "netns", "exec", self.ns, "unbound", "-d", "-c", str(conf)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        argv = ["ip", "netns", "exec", self.ns, "unbound", "-d", "-c", str(conf)]
+        if detach:
+            with open(self.directory / "unbound.log", "w") as log:
+                self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                                stdin=subprocess.DEVNULL, text=True,
+                                                start_new_session=True)
+        else:
+            self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL,
+                                            stderr=subprocess.PIPE, text=True)
         self._wait_ready(ready_within)
         return self
 
@@ -117,6 +132,8 @@ class DnsServer:
             assert self.process is not None
             if self.process.poll() is not None:
                 err = self.process.stderr.read() if self.process.stderr else ""
+                if self.directory and (self.directory / "unbound.log").exists():
+                    err += (self.directory / "unbound.log").read_text()
                 raise RuntimeError(f"unbound exited with {self.process.returncode}: {err}")
             proc = sh(["ip", "netns", "exec", self.ns, sys.executable, "-c", probe], check=False,
                       timeout=10)
@@ -152,13 +169,48 @@ def dns_server(ns: str, listen: Sequence[str], *, allow: Sequence[str] = ("0.0.0
         server.stop()
 
 
+def state_dir(lab: str) -> Path:
+    return Path(tempfile.gettempdir()) / f"nalab-dns-{lab}"
+
+
+def serve_detached(lab: str, ns: str, listen: Sequence[str], *,
+                   refuse: Sequence[str] = ()) -> int:
+    """Start unbound for ``scripts/lab dns serve``; returns its pid (kept in the state dir)."""
+    stop_detached(lab)
+    server = DnsServer(ns=ns, listen=listen, refuse=refuse)
+    server.start(directory=state_dir(lab), detach=True)
+    assert server.process is not None
+    (state_dir(lab) / "server.pid").write_text(str(server.process.pid))
+    return server.process.pid
+
+
+def stop_detached(lab: str) -> bool:
+    """Stop the unbound ``serve_detached`` started for ``lab`` (by its recorded pid)."""
+    directory = state_dir(lab)
+    pidfile = directory / "server.pid"
+    stopped = False
+    if pidfile.exists():
+        pid = int(pidfile.read_text())
+        try:
+            os.kill(pid, signal.SIGTERM)
+            stopped = True
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+                time.sleep(0.05)
+        except ProcessLookupError:
+            pass
+    shutil.rmtree(directory, ignore_errors=True)
+    return stopped
+
+
 def nft(ns: str, script: str) -> None:
     sh(["ip", "netns", "exec", ns, "nft", "-f", "-"], stdin=script)
 
 
 def loss_script(*, percent: int | None = None, every: int | None = None,
-                hook: str = "input") -> str:
-    """nft rules dropping UDP port-53 packets arriving at (``input``) a server.
+                hook: str = "input", protocols: Sequence[str] = ("udp",)) -> str:
+    """nft rules dropping port-53 packets (UDP unless ``protocols`` says more) arriving at
+    (``input``) a server.
 
     ``percent``: that share at random; ``every``: one packet in ``every``, counting from the
     first (deterministic: with ``every=4`` the first of each glibc-style A/AAAA pair sent on
@@ -169,10 +221,13 @@ def loss_script(*, percent: int | None = None, every: int | None = None,
     if percent is not None:
         if not 0 <= percent <= 100:
             raise ValueError("percent must be 0..100")
-        rule = f"udp dport 53 numgen random mod 100 < {percent} counter drop"
+        # nft refuses "< 100" (the value must be in 0..99): all means all
+        action = ("counter drop" if percent == 100
+                  else f"numgen random mod 100 < {percent} counter drop")
     else:
         assert every is not None and every >= 1
-        rule = f"udp dport 53 numgen inc mod {every} == 0 counter drop"
+        action = f"numgen inc mod {every} == 0 counter drop"
+    rule = f"meta l4proto {{ {', '.join(protocols)} }} th dport 53 {action}"
     return (f"table inet {LOSS_TABLE} {{\n"
             f"  chain {hook} {{ type filter hook {hook} priority 0; policy accept;\n"
             f"    {rule}\n  }}\n}}\n")
@@ -183,11 +238,13 @@ class LossRules:
     ns: str
     percent: int | None = None
     every: int | None = None
+    protocols: Sequence[str] = ("udp",)
     installed: bool = field(default=False)
 
     def install(self) -> LossRules:
         self.remove()
-        nft(self.ns, loss_script(percent=self.percent, every=self.every))
+        nft(self.ns, loss_script(percent=self.percent, every=self.every,
+                                 protocols=self.protocols))
         self.installed = True
         return self
 
@@ -198,9 +255,9 @@ class LossRules:
 
 
 @contextmanager
-def udp53_loss(ns: str, *, percent: int | None = None,
-               every: int | None = None) -> Iterator[LossRules]:
-    rules = LossRules(ns=ns, percent=percent, every=every)
+def udp53_loss(ns: str, *, percent: int | None = None, every: int | None = None,
+               protocols: Sequence[str] = ("udp",)) -> Iterator[LossRules]:
+    rules = LossRules(ns=ns, percent=percent, every=every, protocols=protocols)
     try:
         yield rules.install()
     finally:
@@ -251,9 +308,49 @@ def netns_resolv_conf(ns: str, text: str) -> Iterator[Path]:
             shutil.rmtree(directory, ignore_errors=True)
 
 
+def forget_resolv_confs(namespaces: Sequence[str]) -> None:
+    """Remove /etc/netns/NS of lab namespaces (written by ``scripts/lab dns resolv``)."""
+    for ns in namespaces:
+        if ns.startswith("nalab-"):
+            shutil.rmtree(Path("/etc/netns") / ns, ignore_errors=True)
+
+
 def add_address(ns: str, address: str, *, dev: str = "lo") -> None:
     sh(["ip", "-n", ns, "addr", "add", f"{address}/32", "dev", dev])
 
 
 def default_route(ns: str, via: str) -> None:
     sh(["ip", "-n", ns, "route", "replace", "default", "via", via])
+
+
+def nodelocal_iptables_rules(address: str = NODELOCAL, *, port: int = 53,
+                             notrack: bool = True) -> list[list[str]]:
+    """The iptables rules node-cache (kubernetes/dns cmd/node-cache/app/cache_app.go) keeps
+    for one listen address, as ``iptables`` argument lists; ``notrack=False`` leaves out the
+    raw-table NOTRACK ones, as on a node where they went missing."""
+    rules = []
+    for proto in ("tcp", "udp"):
+        if notrack:
+            rules.append(["-t", "raw", "-I", "PREROUTING", "-p", proto, "-d", address,
+                          "--dport", str(port), "-j", "NOTRACK"])
+        rules.append(["-t", "filter", "-I", "INPUT", "-p", proto, "-d", address,
+                      "--dport", str(port), "-j", "ACCEPT"])
+        if notrack:
+            rules.append(["-t", "raw", "-I", "OUTPUT", "-p", proto, "-s", address,
+                          "--sport", str(port), "-j", "NOTRACK"])
+        rules.append(["-t", "filter", "-I", "OUTPUT", "-p", proto, "-s", address,
+                      "--sport", str(port), "-j", "ACCEPT"])
+        if notrack:
+            rules.append(["-t", "raw", "-I", "OUTPUT", "-p", proto, "-d", address,
+                          "--dport", str(port), "-j", "NOTRACK"])
+    return rules
+
+
+def iptables_nodelocal(ns: str, address: str = NODELOCAL, *, notrack: bool = True) -> None:
+    """Install node-cache's rules inside ``ns`` with iptables (iptables-nft on Debian)."""
+    for args in nodelocal_iptables_rules(address, notrack=notrack):
+        sh(["ip", "netns", "exec", ns, "iptables", "-w", "5", *args])
+
+
+def nft_ruleset_json(ns: str) -> str:
+    return sh(["ip", "netns", "exec", ns, "nft", "-j", "list", "ruleset"]).stdout
