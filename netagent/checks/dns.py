@@ -165,7 +165,7 @@ def check_resolver(r: ResolverProbes, t: DnsThresholds, *, conntrack_growth: int
             id=check_id, status=Status.UNKNOWN,
             summary=(f"resolver {r.resolver}: not probed: the DNS round's time budget "
                      f"({budget:g} s) was spent before a whole timeout ({r.timeout:g} s) "
-                     "fitted" if budget else f"resolver {r.resolver}: no probe configured"),
+                     "fitted" if r.skipped else f"resolver {r.resolver}: no probe configured"),
             recommendation="Raise dns.max_seconds or lower dns.timeout_seconds / dns.probes.",
             evidence=evidence)
     latencies = [p.latency for p in probes]
@@ -267,7 +267,9 @@ def _diagnose(r: ResolverProbes, *, probes: Sequence[DnsProbe], p95: float,
     if hits or waited:
         if hits:
             mean = sum(p.latency for p in hits) / len(hits)
-            summary = (f"resolver {addr}: the {r.timeout:g}-second pattern: {len(hits)} of "
+            name = ("the 5-second pattern" if r.timeout == 5 else
+                    f"the 5-second pattern (at this resolver's {r.timeout:g} s timeout)")
+            summary = (f"resolver {addr}: {name}: {len(hits)} of "
                        f"{n} answers came only after a whole resolver timeout "
                        f"(mean {mean:.2f} s, modes {', '.join(sorted({p.mode for p in hits}))})"
                        f"; {head.split(': ', 1)[1]}")

@@ -14,7 +14,9 @@ Each resolver gets ``dns.probes`` probes per name in three modes (``DnsProbe``):
 - ``parallel``: A and AAAA sent back to back from ONE connected UDP socket, waiting for both
   with the resolver timeout and sending both again on the same socket (same source port)
   up to ``attempts`` times, as glibc's send_dg does. One lost packet costs a whole timeout:
-  the 5-second pattern of the conntrack insertion race.
+  the 5-second pattern of the conntrack insertion race. (After a timeout with one answer
+  in hand glibc resends the pair one after the other, RES_SNGLKUP; the probe resends it
+  together. The cost being measured, a whole timeout per loss, is the same.)
 - ``udp``: A, then AAAA, one at a time (glibc ``options single-request``).
 - ``tcp``: A, then AAAA, over one TCP connection (``options use-vc``).
 A connected UDP socket reports an ICMP port unreachable as ECONNREFUSED ("connection
@@ -61,6 +63,7 @@ from netagent.parse.nftables import parse_notrack_rules
 from netagent.parse.resolv import parse_resolv_conf
 
 PORT = 53
+DEFAULT_NAMES = DnsConfig().names
 SocketFactory = Callable[[int, int], socket.socket]
 # argv -> (returncode, stdout, stderr); raises FileNotFoundError when the program is missing
 CommandRunner = Callable[[Sequence[str]], tuple[int, str, str]]
@@ -186,6 +189,7 @@ class DnsSource:
         kubelet = self.kubelet()
         nodelocal = self.nodelocal(kubelet) if self.config.nodelocal_address else None
         origins = self.resolvers(conf, kubelet, nodelocal)
+        names = self.names(kubelet)
         timeout = float(self.config.timeout_seconds
                         or max(1, conf.timeout if conf else 5))
         attempts = int(self.config.attempts or max(1, conf.attempts if conf else 2))
@@ -197,7 +201,8 @@ class DnsSource:
             with ThreadPoolExecutor(max_workers=min(16, len(origins)),
                                     thread_name_prefix="dns-probe") as pool:
                 futures = [pool.submit(self.probe_resolver, resolver, tuple(where),
-                                       timeout=timeout, attempts=attempts, budget=budget)
+                                       names=names, timeout=timeout, attempts=attempts,
+                                       budget=budget)
                            for resolver, where in origins.items()]
                 results = [f.result() for f in futures]
         return DnsObservation(
@@ -289,13 +294,23 @@ class DnsSource:
             sock.close()
 
     # -- probing one resolver ------------------------------------------------------------
-    def probe_resolver(self, resolver: str, origins: tuple[str, ...], *, timeout: float,
-                       attempts: int, budget: _Budget) -> ResolverProbes:
+    def names(self, kubelet: KubeletDns | None) -> tuple[str, ...]:
+        """The names to resolve: the default in-cluster name follows kubelet's clusterDomain."""
+        names = self.config.names
+        domain = kubelet.cluster_domain if kubelet else None
+        if names == DEFAULT_NAMES and domain and domain.strip(".") != "cluster.local":
+            return (f"kubernetes.default.svc.{domain.strip('.')}.", *names[1:])
+        return names
+
+    def probe_resolver(self, resolver: str, origins: tuple[str, ...], *,
+                       names: Sequence[str], timeout: float, attempts: int,
+                       budget: _Budget) -> ResolverProbes:
         counts = {mode: getattr(self.config.probes, mode) for mode in DNS_MODES}
+        # round-robin over modes, so a budget cut short still leaves every mode sampled
         plan = [(mode, name)
                 for i in range(max(counts.values(), default=0))
                 for mode in DNS_MODES if i < counts[mode]
-                for name in self.config.names]
+                for name in names]
         probes: list[DnsProbe] = []
         skipped = 0
         for mode, name in plan:

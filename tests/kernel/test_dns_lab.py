@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -32,6 +33,9 @@ REFUSING = "10.200.1.1"
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
+    for program in ("unbound", "nft", "iptables"):
+        if not (shutil.which(program) or shutil.which(program, path="/usr/sbin:/sbin")):
+            pytest.skip(f"{program} is not installed (scripts/test installs it)")
     the_lab = Lab(LAB)
     server = None
     try:

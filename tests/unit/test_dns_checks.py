@@ -254,3 +254,14 @@ def test_loss_advice_mentions_a_present_cache(fixtures: Path) -> None:
     obs = observe(r, nodelocal=nodelocal(fixtures, "nft-notrack.json"))
     result = only(obs, "dns.10.96.0.10")
     assert "already answers at 169.254.20.10" in result.recommendation
+
+
+def test_no_probe_configured() -> None:
+    result = only(observe(resolver([])), "dns.10.96.0.10")
+    assert result.status is Status.UNKNOWN and "no probe configured" in result.summary
+
+
+def test_pattern_at_a_shorter_timeout_is_still_named() -> None:
+    r = resolver([probe(1.01, timeouts=1), probe(1.02, timeouts=1)], timeout=1.0)
+    result = only(observe(r), "dns.10.96.0.10")
+    assert "5-second pattern (at this resolver's 1 s timeout)" in result.summary

@@ -248,3 +248,14 @@ def test_missing_resolv_conf_and_failing_nft(tmp_path: Path) -> None:
     assert obs.nodelocal.answer_detail == "connection refused"
     assert obs.nodelocal.problems["nft"] == (
         "nft -j list ruleset failed (1): Operation not permitted")
+
+
+def test_default_cluster_name_follows_kubelet_cluster_domain(tmp_path: Path) -> None:
+    kubelet = tmp_path / "config.yaml"
+    kubelet.write_text("kind: KubeletConfiguration\nclusterDNS: [10.96.0.10]\n"
+                       "clusterDomain: corp.example\n")
+    net = FakeNet(Clock())
+    source = make_source(tmp_path, net, nodelocal_address="", kubelet_config=str(kubelet),
+                         names=DnsConfig().names)
+    probes = source.collect().resolvers[0].probes
+    assert [p.name for p in probes] == ["kubernetes.default.svc.corp.example.", "example.com."]
