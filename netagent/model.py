@@ -305,8 +305,8 @@ class DnsProbe:
     @property
     def failure(self) -> str | None:
         """The reason label of a failed probe (for ``netagent_dns_probe_failures_total``)."""
-        if self.error is not None:
-            return self.error.replace(" ", "_")
+        if self.error is not None:  # "connection refused" -> connection_refused
+            return self.error.split(":")[0].replace(" ", "_")
         if not self.answered:
             return "timeout"
         if self.rcode not in (None, "NOERROR", "NXDOMAIN"):
@@ -367,7 +367,15 @@ class NodeLocalDns:
 
 @dataclass(frozen=True)
 class DnsObservation:
-    """What the ``dns`` source returns: probes per resolver plus node-local DNS awareness."""
+    """What the ``dns`` source returns: probes per resolver plus node-local DNS awareness.
+
+    For the exporter: every ``probe`` in ``resolvers[*].probes`` is one observation of
+    ``netagent_dns_probe_duration_seconds{resolver,protocol,mode}`` (``probe.latency``,
+    ``probe.protocol``, ``probe.mode``), and one increment of
+    ``netagent_dns_probe_failures_total{resolver,protocol,reason}`` when ``probe.failure``
+    is not None (reasons: timeout, connection_refused, host_unreachable, refused,
+    servfail, ...).
+    """
 
     resolv_conf_path: str
     resolv_conf: ResolvConf | None

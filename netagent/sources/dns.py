@@ -102,7 +102,11 @@ class _ProbeFailed(Exception):
 def _label(err: OSError) -> str:
     if isinstance(err, TimeoutError):
         return "timeout"
-    return _ERRNO_LABEL.get(err.errno or 0, errno.errorcode.get(err.errno or 0, str(err)))
+    if err.errno in _ERRNO_LABEL:
+        return _ERRNO_LABEL[err.errno]
+    if err.errno:
+        return errno.errorcode.get(err.errno, f"errno {err.errno}")
+    return type(err).__name__
 
 
 @dataclass
@@ -275,6 +279,8 @@ class DnsSource:
         except OSError as err:
             label = _label(err)
             return False, label if label != "timeout" else f"no answer within {timeout:g} s"
+        except dns.exception.DNSException as err:
+            return False, f"bad query: {err}"
         finally:
             sock.close()
 
@@ -339,6 +345,8 @@ class DnsSource:
             state.error = err.label
         except OSError as err:
             state.error = _label(err)
+        except dns.exception.DNSException as err:  # a name dnspython cannot put in a query
+            state.error = f"bad query: {err}"
         answered = state.error is None and state.complete
         return DnsProbe(
             resolver=resolver, name=name, mode=mode,

@@ -259,3 +259,11 @@ def test_default_cluster_name_follows_kubelet_cluster_domain(tmp_path: Path) -> 
                          names=DnsConfig().names)
     probes = source.collect().resolvers[0].probes
     assert [p.name for p in probes] == ["kubernetes.default.svc.corp.example.", "example.com."]
+
+
+def test_a_name_that_cannot_be_queried_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    net = FakeNet(Clock())
+    source = make_source(tmp_path, net, names=("a" * 70 + ".example.",))
+    (p,) = source.collect().resolvers[0].probes
+    assert not p.answered and p.error is not None and p.error.startswith("bad query")
+    assert p.failure == "bad_query"  # a bounded label for the failures metric
