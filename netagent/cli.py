@@ -45,9 +45,12 @@ def cli() -> None:
               help="Seconds between the two samples used for rates [default: 2].")
 @click.option("--nodes", type=click.IntRange(1), default=None,
               help="Cluster size, when the Kubernetes API cannot be read.")
+@click.option("--kubeconfig", type=click.Path(dir_okay=False), default=None,
+              help="kubeconfig for the node list [default: KUBECONFIG, else in-cluster].")
 @click.option("-v", "--verbose", is_flag=True, help="Show evidence and every fix.")
 def check(as_json: bool, only: Sequence[str], config_path: str | None,
-          interval: float | None, nodes: int | None, verbose: bool) -> None:
+          interval: float | None, nodes: int | None, kubeconfig: str | None,
+          verbose: bool) -> None:
     """Check this node's tables now and print a report.
 
     Exit status: 0 ok, 1 warning, 2 critical, 3 unknown.
@@ -58,6 +61,11 @@ def check(as_json: bool, only: Sequence[str], config_path: str | None,
     from netagent.wiring import build_sources
 
     config = _config(config_path, interval=interval, nodes=nodes)
+    if kubeconfig is not None:
+        import dataclasses
+
+        config = dataclasses.replace(
+            config, cluster=dataclasses.replace(config.cluster, kubeconfig=kubeconfig))
     sources = build_sources(config, only=only)
     report = runner.check_once(sources, config, interval=config.interval)
     if as_json:

@@ -29,6 +29,14 @@ class NeighbourThresholds:
 
 
 @dataclass(frozen=True)
+class ConntrackThresholds:
+    warning_ratio: float = 0.75  # of nf_conntrack_max
+    critical_ratio: float = 0.90
+    insert_failed_per_second: float = 1.0  # above this rate conntrack.errors warns
+    headroom_ratio: float = 0.50  # recommended nf_conntrack_max puts today's count at most here
+
+
+@dataclass(frozen=True)
 class DnsThresholds:
     p95_warning_seconds: float = 0.5
     p95_critical_seconds: float = 2.0
@@ -42,7 +50,15 @@ class DnsThresholds:
 @dataclass(frozen=True)
 class Thresholds:
     neighbour: NeighbourThresholds = field(default_factory=NeighbourThresholds)
+    conntrack: ConntrackThresholds = field(default_factory=ConntrackThresholds)
     dns: DnsThresholds = field(default_factory=DnsThresholds)
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    kubeconfig: str | None = None  # else KUBECONFIG, else the pod's service account
+    api_timeout_seconds: float = 10.0  # per request to the API server
+    poll_seconds: float = 300.0  # at most one node LIST per this many seconds (plus jitter)
 
 
 @dataclass(frozen=True)
@@ -73,6 +89,7 @@ class Config:
     interval: float = 2.0  # seconds between the two samples taken by `netagent check`
     nodes: int | None = None  # cluster size, when it cannot be read from the API
     thresholds: Thresholds = field(default_factory=Thresholds)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     dns: DnsConfig = field(default_factory=DnsConfig)
 
 
@@ -83,6 +100,12 @@ _RANGES: dict[str, tuple[float, float]] = {
     "thresholds.neighbour.warning_ratio": (0.01, 1.0),
     "thresholds.neighbour.critical_ratio": (0.01, 1.0),
     "thresholds.neighbour.headroom_ratio": (0.05, 0.95),
+    "cluster.api_timeout_seconds": (0.1, 300),
+    "cluster.poll_seconds": (10, 86400),
+    "thresholds.conntrack.warning_ratio": (0.01, 1.0),
+    "thresholds.conntrack.critical_ratio": (0.01, 1.0),
+    "thresholds.conntrack.insert_failed_per_second": (0, 1_000_000),
+    "thresholds.conntrack.headroom_ratio": (0.05, 0.95),
     "thresholds.dns.p95_warning_seconds": (0.001, 120),
     "thresholds.dns.p95_critical_seconds": (0.001, 120),
     "thresholds.dns.timeout_ratio_warning": (0.0, 1.0),
@@ -121,7 +144,8 @@ def load(path: str | Path | None) -> Config:
 
 def build(cls: type[Any], data: Any, *, where: str, prefix: str = "") -> Any:
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: {prefix or 'the file'} must be a mapping")
+        what = f"'{prefix.rstrip('.')}'" if prefix else "the file"
+        raise ConfigError(f"{where}: {what} must be a mapping")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     for key in data:
@@ -194,3 +218,8 @@ def _cross_checks(config: Config, *, where: str) -> None:
         raise ConfigError(f"{where}: 'thresholds.neighbour.warning_ratio' ({n.warning_ratio}) "
                           f"must be below 'thresholds.neighbour.critical_ratio' "
                           f"({n.critical_ratio})")
+    c = config.thresholds.conntrack
+    if c.warning_ratio >= c.critical_ratio:
+        raise ConfigError(f"{where}: 'thresholds.conntrack.warning_ratio' ({c.warning_ratio}) "
+                          f"must be below 'thresholds.conntrack.critical_ratio' "
+                          f"({c.critical_ratio})")

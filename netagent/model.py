@@ -206,6 +206,166 @@ def _merge(parts: Any) -> dict[str, int]:
     return out
 
 
+# --- overlay (VXLAN) devices and the cluster they join ----------------------------------
+
+class FdbEntry(NamedTuple):
+    """One forwarding entry of a VXLAN device (``bridge fdb show dev flannel.1``).
+
+    On a VXLAN device each entry maps an inner MAC (a remote VTEP) to the outer IP packets
+    are sent to (NDA_DST). One MAC can have several entries (``bridge fdb append``).
+    """
+
+    mac: str
+    dst: str | None  # remote VTEP IP, None when the entry has no destination
+    state: int  # NUD_* bit; flannel and Calico add PERMANENT
+    flags: int  # NTF_* bits (NTF_SELF on entries the device itself holds)
+
+
+class OverlayNeighbour(NamedTuple):
+    """One neighbour entry on a VXLAN device (``ip neigh show dev flannel.1``)."""
+
+    ip: str
+    mac: str | None
+    state: int
+
+
+class OverlayRoute(NamedTuple):
+    """One main-table route out of a VXLAN device (``ip route show dev flannel.1``)."""
+
+    dst: str  # prefix, e.g. "10.244.3.0/24"
+    gateway: str | None
+    onlink: bool
+
+
+@dataclass(frozen=True)
+class VxlanDevice:
+    """One VXLAN link and the three tables that make its peers reachable.
+
+    ``cni`` is the plugin the name belongs to ("flannel" for ``flannel.*``, "calico" for
+    ``vxlan.calico``, "cilium" for ``cilium_vxlan``) or "" for any other device. ``family``
+    is the inner address family its neighbours and routes are read in ("ipv6" for
+    ``flannel-v6.1`` and ``vxlan-v6.calico``). A table is ``None`` when it could not be read;
+    ``problems`` says why.
+    """
+
+    name: str
+    ifindex: int
+    mac: str | None
+    vni: int | None
+    local: str | None  # the underlay address packets leave from (IFLA_VXLAN_LOCAL)
+    port: int | None  # UDP destination port (8472 for flannel, 4789 the IANA port)
+    learning: bool | None
+    up: bool
+    cni: str
+    family: str
+    fdb: tuple[FdbEntry, ...] | None
+    neighbours: tuple[OverlayNeighbour, ...] | None
+    routes: tuple[OverlayRoute, ...] | None
+    problems: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def fdb_entries(self) -> int | None:
+        """``netagent_overlay_fdb_entries{device}``."""
+        return None if self.fdb is None else len(self.fdb)
+
+
+@dataclass(frozen=True)
+class OverlaySnapshot:
+    """What the ``overlay`` source returns: every VXLAN device of one network namespace."""
+
+    namespace: str
+    kernel: KernelVersion
+    devices: tuple[VxlanDevice, ...]
+
+
+@dataclass(frozen=True)
+class NodePeer:
+    """What one Kubernetes node's metadata says about its overlay endpoint.
+
+    flannel: ``flannel.alpha.coreos.com/public-ip`` and the ``VtepMAC`` of
+    ``flannel.alpha.coreos.com/backend-data`` (``public-ipv6`` and ``backend-v6-data`` for
+    ``flannel-v6.1``). Calico: ``projectcalico.org/IPv4Address`` (without its prefix length),
+    ``projectcalico.org/IPv4VXLANTunnelAddr`` and ``projectcalico.org/VXLANTunnelMACAddr``
+    (``IPv6Address``, ``IPv6VXLANTunnelAddr``, ``VXLANTunnelMACAddrV6``). The pod CIDR
+    (``spec.podCIDR``) is not metadata, so a metadata-only list cannot say which /24 a flannel
+    peer owns: peers are matched by MAC.
+    """
+
+    name: str
+    flannel_public_ip: str | None = None
+    flannel_vtep_mac: str | None = None
+    flannel_backend_type: str | None = None
+    calico_ipv4_address: str | None = None
+    calico_vxlan_tunnel_addr: str | None = None
+    calico_vxlan_mac: str | None = None
+    flannel_public_ipv6: str | None = None
+    flannel_vtep_mac_v6: str | None = None
+    calico_ipv6_address: str | None = None
+    calico_vxlan_tunnel_addr_v6: str | None = None
+    calico_vxlan_mac_v6: str | None = None
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    """The cluster's size (``netagent_cluster_nodes``) and, when listed, its nodes' peers.
+
+    ``source`` says where the count came from ("Kubernetes API https://...", or
+    "configuration"); ``peers`` is ``None`` when only the count was read.
+    """
+
+    nodes: int
+    source: str
+    peers: tuple[NodePeer, ...] | None = None
+    note: str = ""  # e.g. why the API was not used
+
+
+# --- conntrack ---------------------------------------------------------------------------
+
+# The events exported as netagent_conntrack_events_total{event} (DESIGN.md §3).
+CONNTRACK_EVENTS = ("insert_failed", "drop", "early_drop", "invalid", "clash_resolve",
+                    "search_restart")
+
+
+@dataclass(frozen=True)
+class ConntrackStats:
+    """Per-CPU conntrack statistics summed over CPUs, under one set of names.
+
+    ``counters`` holds only the counters this kernel reports, by the names of the netlink
+    attributes (``CTA_STATS_*`` lower-cased): a counter the kernel does not have (for
+    example ``clash_resolve`` on kernels older than that counter) is absent, not 0.
+    ``entries`` is this namespace's table size when the procfs file gave it (netlink
+    per-CPU stats do not carry it).
+    """
+
+    source: str  # "procfs" (/proc/net/stat/nf_conntrack) or "netlink" (conntrack -S)
+    entries: int | None
+    counters: Mapping[str, int]
+    cpus: int
+    layout: str = ""  # which generation of the procfs header, or "netlink"
+
+    def get(self, name: str) -> int | None:
+        return self.counters.get(name)
+
+
+@dataclass(frozen=True)
+class ConntrackObservation:
+    """One reading of this network namespace's conntrack table.
+
+    ``count`` is per namespace; ``max`` and ``buckets`` are global (one hash table and one
+    limit for the whole kernel, writable only in the initial namespace). A part that could
+    not be read is ``None`` and ``problems`` says why.
+    """
+
+    kernel: KernelVersion
+    count: int | None
+    max: int | None
+    buckets: int | None
+    stats: ConntrackStats | None
+    namespace: str = ""  # "net:[4026531840]", as readlink /proc/self/ns/net prints it
+    problems: Mapping[str, str] = field(default_factory=dict)
+    monotonic: float = 0.0
+
+
 # --- what a collection round hands the checks --------------------------------------------
 
 T = TypeVar("T")

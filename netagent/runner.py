@@ -58,13 +58,13 @@ def check_once(
     config: Config,
     *,
     interval: float,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
     node: str | None = None,
 ) -> Report:
     before = baseline(sources) if interval > 0 else {}
     if interval > 0:
-        sleep(interval)
+        (sleep or time.sleep)(interval)
     current, errors, runs = collect(sources, clock=clock)
     obs = Observations(current=current, baseline=before, errors=errors)
     checks = registry.evaluate(obs, config, sources=list(sources))

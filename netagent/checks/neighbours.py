@@ -13,6 +13,7 @@ from netagent.checks.sysctl import recommend, round_up
 from netagent.config import NeighbourThresholds
 from netagent.model import (
     CheckResult,
+    NeighbourLimits,
     NeighbourObservation,
     NeighbourSnapshot,
     NeighbourStats,
@@ -28,7 +29,8 @@ NAMES = {"ipv4": "IPv4 neighbour (ARP)", "ipv6": "IPv6 neighbour (ND)"}
 SYSCTL = {"ipv4": "net.ipv4.neigh.default", "ipv6": "net.ipv6.neigh.default"}
 
 
-def evaluate(obs: Observations, thresholds: NeighbourThresholds) -> list[CheckResult]:
+def evaluate(obs: Observations, thresholds: NeighbourThresholds, *,
+             nodes: int | None = None) -> list[CheckResult]:
     current = obs.get(SOURCE, NeighbourSnapshot)
     if current is None:
         reason = obs.errors.get(SOURCE, "the neighbour source was not read")
@@ -38,7 +40,7 @@ def evaluate(obs: Observations, thresholds: NeighbourThresholds) -> list[CheckRe
     results = []
     for family, observation in current.families.items():
         before = baseline.families.get(family) if baseline else None
-        results.append(check_family(observation, before, thresholds))
+        results.append(check_family(observation, before, thresholds, nodes=nodes))
     return results
 
 
@@ -56,9 +58,14 @@ def check_family(
     obs: NeighbourObservation,
     before: NeighbourObservation | None,
     t: NeighbourThresholds,
+    *,
+    nodes: int | None = None,
 ) -> CheckResult:
     check_id = f"neighbour.{obs.family}"
     name = NAMES[obs.family]
+    if "disabled" in obs.problems:
+        return CheckResult(id=check_id, status=Status.OK,
+                           summary=f"{name} table: not in use: {obs.problems['disabled']}")
     if obs.stats is None or obs.limits is None:
         reasons = "; ".join(obs.problems.values()) or "limits or statistics unreadable"
         return CheckResult(id=check_id, status=Status.UNKNOWN,
@@ -137,6 +144,12 @@ def check_family(
                      f"(table_fulls rose)")
     elif stats.get("table_fulls"):
         parts.append(f"table_fulls {stats.get('table_fulls')} since boot")
+    capacity = _capacity(high, g3, nodes)
+    if capacity:
+        evidence.update(capacity)
+        parts.append(f"room for about {capacity['nodes_tolerated']} nodes at "
+                     f"{capacity['entries_per_node']:.2f} entries per node "
+                     f"(cluster: {nodes})")
     if status is Status.UNKNOWN:
         parts.append("cannot tell ok from warning without reading every namespace "
                      "(run as root with the host PID namespace)")
@@ -147,7 +160,7 @@ def check_family(
         summary="; ".join(parts),
         observed=low if exact else {"at_least": low, "at_most": high},
         limit=g3,
-        recommendation=_recommendation(obs.family, high, limits, t, status),
+        recommendation=_recommendation(obs.family, high, limits, t, status, nodes=nodes),
         evidence=evidence,
     )
 
@@ -182,17 +195,44 @@ def _delta(before: NeighbourStats | None, after: NeighbourStats, name: str) -> i
     return max(0, after.get(name) - before.get(name))
 
 
-def _recommendation(family: str, count: int, limits: Any, t: NeighbourThresholds,
-                    status: Status) -> str:
+# A forecast of the count at twice today's cluster size is trusted enough to be sized at 70%
+# of the limit; today's count is sized at the configured headroom (DESIGN.md §2 practice:
+# two forecasts, take the larger).
+FORECAST_RATIO = 0.70
+GROWTH = 2
+
+
+def _capacity(count: int, gc_thresh3: int, nodes: int | None) -> dict[str, Any]:
+    """How many nodes fit before gc_thresh3 if entries grow with the cluster as today."""
+    if not nodes or count <= 0:
+        return {}
+    per_node = count / nodes
+    return {
+        "cluster_nodes": nodes,
+        "entries_per_node": round(per_node, 3),
+        "nodes_tolerated": int(gc_thresh3 / per_node),
+    }
+
+
+def _recommendation(family: str, count: int, limits: NeighbourLimits,
+                    t: NeighbourThresholds, status: Status, *, nodes: int | None) -> str:
     g3 = limits.gc_thresh3
-    if count <= t.headroom_ratio * g3 and status is Status.OK:
+    needed = count / t.headroom_ratio
+    why = (f"Raise the thresholds so today's {count} entries use at most "
+           f"{t.headroom_ratio:.0%} of gc_thresh3")
+    if nodes:
+        forecast = GROWTH * count / FORECAST_RATIO
+        if forecast > needed:
+            needed = forecast
+            why += (f" and a cluster of {GROWTH * nodes} nodes ({GROWTH * count} entries) "
+                    f"at most {FORECAST_RATIO:.0%}")
+    if needed <= g3 and status is Status.OK:
         return ""
-    new3 = max(g3, round_up(count / t.headroom_ratio))
+    new3 = max(g3, round_up(needed))
     settings = {
         f"{SYSCTL[family]}.gc_thresh1": max(limits.gc_thresh1, new3 // 8),
         f"{SYSCTL[family]}.gc_thresh2": max(limits.gc_thresh2, new3 // 2),
         f"{SYSCTL[family]}.gc_thresh3": new3,
     }
-    why = (f"Raise the thresholds so today's {count} entries use at most "
-           f"{t.headroom_ratio:.0%} of gc_thresh3 (gc_thresh1/2 scaled 1:4:8 as the defaults):")
+    why += " (gc_thresh1/2 scaled 1:4:8 as the defaults):"
     return why + "\n" + recommend(settings, conf_file=f"90-netagent-neighbour-{family}.conf")

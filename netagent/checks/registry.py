@@ -4,17 +4,28 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from netagent.checks import dns, neighbours
+from netagent.checks import conntrack, dns, neighbours, overlay
 from netagent.config import Config
-from netagent.model import CheckResult, Observations
+from netagent.model import CheckResult, ClusterInfo, Observations
 
 Evaluator = Callable[[Observations, Config], list[CheckResult]]
 
 # source name -> the checks that judge it, in report order
 CHECKS: dict[str, Evaluator] = {
-    "neighbours": lambda obs, cfg: neighbours.evaluate(obs, cfg.thresholds.neighbour),
+    "neighbours": lambda obs, cfg: neighbours.evaluate(obs, cfg.thresholds.neighbour,
+                                                       nodes=cluster_nodes(obs, cfg)),
+    "conntrack": lambda obs, cfg: conntrack.evaluate(obs, cfg.thresholds.conntrack),
+    "overlay": overlay.evaluate,
+    "cluster": overlay.evaluate_cluster,
     "dns": lambda obs, cfg: dns.evaluate(obs, cfg.thresholds.dns),
 }
+
+
+def cluster_nodes(obs: Observations, config: Config) -> int | None:
+    """The cluster's node count: the ``cluster`` source's reading when it ran (the API, or
+    the configuration when the API could not be read), else ``nodes:``/``--nodes``."""
+    info = obs.get("cluster", ClusterInfo)
+    return info.nodes if info is not None else config.nodes
 
 
 def evaluate(obs: Observations, config: Config, *, sources: Sequence[str]) -> list[CheckResult]:

@@ -1,4 +1,4 @@
-"""Sysctl recommendations: the commands to apply now and the file that persists them."""
+"""Sysctl recommendations: the command to apply now and the file that persists it."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ def round_up(value: float, step: int = 1024) -> int:
 
 
 def recommend(settings: Mapping[str, int], *, conf_file: str) -> str:
-    """``sysctl -w`` lines and their ``/etc/sysctl.d`` persisted form."""
+    """``sysctl -w`` now, and the same values in ``/etc/sysctl.d`` for the next boot."""
     apply = "sysctl -w " + " ".join(f"{k}={v}" for k, v in settings.items())
-    persist = "".join(f"{k} = {v}\\n" for k, v in settings.items())
-    return f"{apply}\npersist: printf '{persist}' > /etc/sysctl.d/{conf_file}"
+    lines = "\n".join(f"{k} = {v}" for k, v in settings.items())
+    return f"{apply}\ncat > /etc/sysctl.d/{conf_file} <<'EOF'\n{lines}\nEOF"

@@ -99,22 +99,32 @@ def count_namespace(
     table of any size), then the per-key counts are expanded, so the per-entry cost is one
     dictionary update.
     """
-    tally: Counter[tuple[int, int, int, int, bool, bool]] = Counter()
-    for entry in entries:
-        counts = rule.counts(entry)
-        tally[(entry.ifindex, entry.state, entry.flags, entry.flags_ext, counts,
-               counts and not rule.reclaimable(entry))] += 1
+    # Tally only what the rules look at (referenced or not; updated more than 5 s ago or
+    # not), then apply the rules once per distinct key instead of once per entry.
+    tally: Counter[tuple[int, int, int, int, bool | None, bool | None]] = Counter()
+    gc_age = FORCED_GC_MIN_AGE_TICKS
+    for e in entries:
+        tally[(e.ifindex, e.state, e.flags, e.flags_ext,
+               None if e.refcnt is None else e.refcnt > 0,
+               None if e.updated_ticks is None else e.updated_ticks > gc_age)] += 1
     total = counted = unreclaimable = 0
     by_state: Counter[str] = Counter()
     by_device: Counter[str] = Counter()
     by_flag: Counter[str] = Counter()
-    for (ifindex, state, flags, flags_ext, counts, stuck), n in tally.items():
+    for (ifindex, state, flags, flags_ext, referenced, old), n in tally.items():
+        entry = NeighbourEntry(
+            ifindex, state, flags, flags_ext,
+            refcnt=None if referenced is None else int(referenced),
+            updated_ticks=None if old is None else (gc_age + 1 if old else 0),
+        )
         total += n
-        counted += n if counts else 0
-        unreclaimable += n if stuck else 0
-        by_state[state_name(state)] += n
-        by_device[link_names.get(ifindex, f"if{ifindex}")] += n
-        for name in flag_names(NeighbourEntry(ifindex, state, flags, flags_ext, None, None)):
+        if rule.counts(entry):
+            counted += n
+            if not rule.reclaimable(entry):
+                unreclaimable += n
+        by_state[state_name(entry.state)] += n
+        by_device[link_names.get(entry.ifindex, f"if{entry.ifindex}")] += n
+        for name in flag_names(entry):
             by_flag[name] += n
     return NamespaceNeighbours(
         namespace=namespace,

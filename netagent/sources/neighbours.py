@@ -108,6 +108,13 @@ class NeighbourSource:
     def _observe(self, family: str, kernel: KernelVersion, *, table: NeighbourTable | None,
                  problems: dict[str, str]) -> NeighbourObservation:
         stats = limits = None
+        if family == "ipv6" and not self.proc.path("sys/net/ipv6").exists():
+            # ipv6.disable=1 (or no IPv6 in the kernel): there is no ND table to overflow.
+            return NeighbourObservation(
+                family=family, kernel=kernel, stats=None, limits=None, table=None,
+                problems={"disabled": "IPv6 is disabled on this kernel "
+                                      f"({self.proc.path('sys/net/ipv6')} does not exist)"},
+                monotonic=self.clock())
         try:
             stats = self.read_stats(family)
         except SourceError as err:

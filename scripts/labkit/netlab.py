@@ -99,7 +99,8 @@ class Lab:
 
         Addresses come from 172.16.0.0/12 (IPv4) or fd00:6e61::/64 (IPv6) by index, so they
         never clash with the pod subnets and reach nothing. ``ip -batch -force`` goes on
-        past errors: entries the kernel refuses (gc_thresh3 reached: ENOBUFS) are counted.
+        past errors; entries the kernel refuses (gc_thresh3 reached: ENOBUFS) are the ones
+        missing from the namespace afterwards.
         """
         ns = ns or self.node
         lines = []
@@ -112,10 +113,16 @@ class Lab:
             lines.append(f"neigh add {addr} lladdr {mac_for(i + 1)} dev {dev} nud {state}")
         if not lines:
             return 0, 0
-        proc = sh(["ip", "-n", ns, "-force", "-batch", "-"], stdin="\n".join(lines) + "\n",
-                  check=False, timeout=600)
-        refused = sum(1 for line in proc.stderr.splitlines() if line.startswith("Command failed"))
-        return count - refused, refused
+        before = self.count_neighbours(ns=ns, family=family)
+        sh(["ip", "-n", ns, "-force", "-batch", "-"], stdin="\n".join(lines) + "\n",
+           check=False, timeout=600)
+        added = self.count_neighbours(ns=ns, family=family) - before
+        return added, count - added
+
+    def count_neighbours(self, *, ns: str | None = None, family: str = "ipv4") -> int:
+        out = sh(["ip", "-n", ns or self.node, "-4" if family == "ipv4" else "-6", "neigh",
+                  "show", "nud", "all"]).stdout
+        return sum(1 for line in out.splitlines() if line.strip())
 
     def flush_neighbours(self, *, ns: str | None = None) -> None:
         sh(["ip", "-n", ns or self.node, "neigh", "flush", "all"], check=False)

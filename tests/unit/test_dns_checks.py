@@ -265,3 +265,17 @@ def test_pattern_at_a_shorter_timeout_is_still_named() -> None:
     r = resolver([probe(1.01, timeouts=1), probe(1.02, timeouts=1)], timeout=1.0)
     result = only(observe(r), "dns.10.96.0.10")
     assert "5-second pattern (at this resolver's 1 s timeout)" in result.summary
+
+
+def test_conntrack_source_records_are_read() -> None:
+    from netagent.model import ConntrackObservation, ConntrackStats, KernelVersion
+
+    def reading(insert_failed: int) -> ConntrackObservation:
+        stats = ConntrackStats(source="netlink", entries=None, cpus=2,
+                               counters={"insert_failed": insert_failed, "drop": 0})
+        return ConntrackObservation(kernel=KernelVersion("6.18.0", 6, 18), count=10,
+                                    max=262144, buckets=65536, stats=stats)
+
+    growth, _ = checks.insert_failed_growth(Observations(
+        current={"conntrack": reading(25)}, baseline={"conntrack": reading(20)}))
+    assert growth == 5

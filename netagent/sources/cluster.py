@@ -1,0 +1,178 @@
+"""The cluster's size, and each node's overlay endpoint, from the Kubernetes API.
+
+What a person would type: ``kubectl get --raw '/api/v1/nodes?limit=1'`` (one node and
+``remainingItemCount``: the count costs one tiny request) or
+``kubectl get nodes -o custom-columns=NAME:.metadata.name,IP:.metadata.annotations``.
+Every node of a cluster runs this, so the list is read at most once per ``poll_seconds``
+(plus up to 25% random jitter so a thousand agents do not ask in step): 1,000 nodes listing
+every 15 s would be 66 LIST/s. Without API access the count comes from the configuration
+(``nodes:`` or ``--nodes``).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+import urllib.parse
+from collections.abc import Callable, Mapping
+
+from netagent.config import ClusterConfig
+from netagent.errors import NetagentError, SourceError
+from netagent.model import ClusterInfo, NodePeer
+from netagent.parse.kube import (
+    ACCEPT_METADATA,
+    NODES_PATH,
+    KubeAPIError,
+    KubeTarget,
+    in_cluster_target,
+    parse_kubeconfig,
+    parse_node_page,
+)
+from netagent.sources.kubeapi import KubeClient
+
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+PAGE_SIZE = 500
+MAX_PAGES = 1000  # 500,000 nodes: far above any cluster, a bound on the loop
+JITTER = 0.25  # the next poll comes after poll_seconds * (1 + up to 25%)
+RETRY_SECONDS = 60.0  # after a failure, ask again no sooner than this (plus jitter)
+
+
+class ClusterSource:
+    """Counts nodes (and, with ``peers``, reads their overlay annotations)."""
+
+    name = "cluster"
+
+    def __init__(
+        self,
+        config: ClusterConfig,
+        *,
+        nodes: int | None = None,
+        peers: bool = False,
+        env: Mapping[str, str] | None = None,
+        service_account_dir: str = SERVICE_ACCOUNT_DIR,
+        clock: Callable[[], float] = time.monotonic,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.config = config
+        self.configured_nodes = nodes
+        self.want_peers = peers
+        self.env = os.environ if env is None else env
+        self.service_account_dir = service_account_dir
+        self.clock = clock
+        self.rand = rand
+        self._cached: ClusterInfo | None = None
+        self._failure: str | None = None
+        self._next_due: float | None = None
+        self.requests = 0  # API requests made, for tests and the daemon's own metrics
+
+    # -- credentials ------------------------------------------------------------------
+    def target(self) -> KubeTarget | None:
+        """Where to ask: the configured kubeconfig, ``KUBECONFIG``, or the pod's account."""
+        paths = [self.config.kubeconfig] if self.config.kubeconfig else [
+            p for p in self.env.get("KUBECONFIG", "").split(os.pathsep) if p]
+        if paths:
+            docs = []
+            for path in paths:
+                try:
+                    with open(path) as f:
+                        docs.append((path, f.read()))
+                except FileNotFoundError:
+                    continue  # kubectl skips missing KUBECONFIG entries too
+                except OSError as err:
+                    raise SourceError(f"cannot read kubeconfig {path}: {err.strerror}") from err
+            if not docs:
+                raise SourceError(f"kubeconfig not found: {os.pathsep.join(paths)}")
+            try:
+                return parse_kubeconfig(docs)
+            except NetagentError as err:
+                raise SourceError(f"kubeconfig: {err}") from err
+        host = self.env.get("KUBERNETES_SERVICE_HOST")
+        port = self.env.get("KUBERNETES_SERVICE_PORT")
+        token = os.path.join(self.service_account_dir, "token")
+        if host and port and os.path.exists(token):
+            return in_cluster_target(host=host, port=port, token_file=token,
+                                     ca_file=os.path.join(self.service_account_dir, "ca.crt"))
+        return None
+
+    # -- the Source protocol ------------------------------------------------------------
+    def sample(self) -> ClusterInfo | None:
+        """The last reading, without asking the API again."""
+        return self._cached
+
+    def collect(self) -> ClusterInfo:
+        now = self.clock()
+        if self._next_due is not None and now < self._next_due:
+            if self._cached is not None:
+                return self._cached
+            if self._failure is not None:
+                raise SourceError(f"{self._failure} (next attempt in "
+                                  f"{self._next_due - now:.0f} s)")
+        try:
+            info = self._read()
+        except SourceError as err:
+            self._failure, self._cached = str(err), None
+            self._next_due = now + min(RETRY_SECONDS, self.config.poll_seconds) * (
+                1 + JITTER * self.rand())
+            if self.configured_nodes is not None:
+                return ClusterInfo(nodes=self.configured_nodes, source="configuration",
+                                   note=f"Kubernetes API not used: {err}")
+            raise
+        self._failure, self._cached = None, info
+        self._next_due = now + self.config.poll_seconds * (1 + JITTER * self.rand())
+        return info
+
+    def _read(self) -> ClusterInfo:
+        target = self.target()
+        if target is None:
+            if self.configured_nodes is not None:
+                return ClusterInfo(nodes=self.configured_nodes, source="configuration",
+                                   note="no Kubernetes credentials")
+            raise SourceError(
+                "no Kubernetes credentials: no in-cluster service account "
+                "(KUBERNETES_SERVICE_HOST unset), no kubeconfig (--kubeconfig, KUBECONFIG or "
+                "cluster.kubeconfig) and no --nodes or 'nodes:' in the configuration")
+        client = KubeClient(target, timeout=self.config.api_timeout_seconds, clock=self.clock)
+        source = f"Kubernetes API {target.server} ({target.origin})"
+        if self.want_peers:
+            count, peers = self._list(client, limit=PAGE_SIZE, keep=True)
+            return ClusterInfo(nodes=count, source=source, peers=peers)
+        count, _ = self._list(client, limit=1, keep=False)
+        return ClusterInfo(nodes=count, source=source)
+
+    def _list(self, client: KubeClient, *, limit: int, keep: bool
+              ) -> tuple[int, tuple[NodePeer, ...]]:
+        """Count (and keep) nodes; stop early when the server says how many remain.
+
+        ``remainingItemCount`` is absent on servers before 1.15 and with some selectors:
+        then the rest is paged through ``PAGE_SIZE`` at a time.
+        """
+        count = 0
+        peers: list[NodePeer] = []
+        token: str | None = None
+        for page_no in range(MAX_PAGES):
+            query = {"limit": str(limit if page_no == 0 else PAGE_SIZE)}
+            if token:
+                query["continue"] = token
+            elif keep:
+                # The whole list is wanted: resourceVersion=0 lets the API server answer
+                # from its watch cache instead of a quorum read from etcd. (Not for the
+                # limit=1 count: servers before 1.31 ignore limit with it and send every
+                # node.) A continue token carries its own version, so later pages omit it.
+                query["resourceVersion"] = "0"
+            body = client.get(f"{NODES_PATH}?{urllib.parse.urlencode(query)}",
+                              accept=ACCEPT_METADATA)
+            self.requests += 1
+            try:
+                page = parse_node_page(body)
+            except KubeAPIError as err:
+                raise SourceError(f"{client.target.server}{NODES_PATH}: {err}") from err
+            count += page.count
+            if keep:
+                peers.extend(page.peers)
+            if page.continue_token is None:
+                return count, tuple(peers)
+            if page.remaining is not None and not keep:
+                return count + page.remaining, ()
+            token = page.continue_token
+        raise SourceError(f"{client.target.server}{NODES_PATH}: more than {MAX_PAGES} pages")

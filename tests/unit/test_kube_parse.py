@@ -1,0 +1,205 @@
+"""Kubernetes API answers and kubeconfigs: real shapes in, records out."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+
+from netagent.errors import ConfigError
+from netagent.model import NodePeer
+from netagent.parse.kube import (
+    KubeAPIError,
+    error_reason,
+    in_cluster_target,
+    parse_kubeconfig,
+    parse_node_page,
+)
+
+
+def kube(fixtures: Path, name: str) -> bytes:
+    return (fixtures / "kube" / name).read_bytes()
+
+
+def test_metadata_page_counts_remaining_and_reads_flannel_annotations(fixtures: Path) -> None:
+    page = parse_node_page(kube(fixtures, "metadata-limit1.json"))
+    assert page.kind == "PartialObjectMetadataList"
+    assert (page.count, page.remaining) == (1, 604)
+    assert page.continue_token is not None and page.continue_token.startswith("eyJ2Ijoi")
+    assert page.peers == (NodePeer(
+        name="ip-10-0-1-17.ec2.internal",
+        flannel_public_ip="10.0.1.17",
+        flannel_vtep_mac="76:a1:98:8f:f2:6f",  # lower-cased: the kernel prints lower case
+        flannel_backend_type="vxlan",
+    ),)
+
+
+def test_full_node_list_with_calico_annotations(fixtures: Path) -> None:
+    page = parse_node_page(kube(fixtures, "nodelist-calico.json"))
+    assert page.kind == "NodeList"
+    assert (page.count, page.remaining, page.continue_token) == (2, None, None)
+    first, second = page.peers
+    assert first == NodePeer(name="kube01", calico_ipv4_address="192.168.64.6",
+                             calico_vxlan_tunnel_addr="10.233.72.128",
+                             calico_vxlan_mac="66:d5:3a:10:9c:2e")
+    assert second == NodePeer(name="kube02")
+
+
+def test_empty_list_serialised_as_null(fixtures: Path) -> None:
+    page = parse_node_page(kube(fixtures, "metadata-empty.json"))
+    assert (page.count, page.peers, page.continue_token) == (0, (), None)
+
+
+@pytest.mark.parametrize("name, code, expected", [
+    ("status-401.json", 401, "HTTP 401: Unauthorized"),
+    ("status-403.json", 403, 'HTTP 403: Forbidden: nodes is forbidden: User '
+                             '"system:serviceaccount:kube-system:netagent" cannot list resource'),
+    ("status-500.json", 500, "HTTP 500: InternalError: Internal error occurred: etcdserver"),
+    ("status-410.json", 410, "HTTP 410: Expired: The provided continue parameter is too old"),
+])
+def test_status_bodies_give_the_api_message(fixtures: Path, name: str, code: int,
+                                            expected: str) -> None:
+    assert error_reason(code, kube(fixtures, name)).startswith(expected)
+
+
+def test_non_status_error_bodies_are_quoted_briefly() -> None:
+    assert error_reason(502, b"<html>502 Bad Gateway</html>") == \
+        "HTTP 502: <html>502 Bad Gateway</html>"
+    assert error_reason(503, b"") == "HTTP 503"
+
+
+def test_a_status_where_a_list_was_expected_is_an_error(fixtures: Path) -> None:
+    with pytest.raises(KubeAPIError, match="Forbidden: nodes is forbidden"):
+        parse_node_page(kube(fixtures, "status-403.json"))
+
+
+@pytest.mark.parametrize("body, message", [
+    (b"<html>", "not JSON"),
+    (b"[]", "not a JSON object"),
+    (b'{"kind":"NodeList","items":{}}', "not a list"),
+    (b'{"kind":"NodeList","items":[{"metadata":{}}]}', "without metadata.name"),
+    (b'{"kind":"NodeList","metadata":{"remainingItemCount":-1},"items":[]}', "not a count"),
+])
+def test_malformed_pages_name_the_problem(body: bytes, message: str) -> None:
+    with pytest.raises(KubeAPIError, match=message):
+        parse_node_page(body)
+
+
+def test_backend_data_that_is_not_json_gives_no_mac() -> None:
+    # the shape of a hand-made node in flannel-io/flannel#1122: not valid JSON
+    body = (b'{"kind":"NodeList","items":[{"metadata":{"name":"citrixadc","annotations":'
+            b'{"flannel.alpha.coreos.com/backend-data":"{VtepMAC:aa:bb:cc:dd:ee}",'
+            b'"flannel.alpha.coreos.com/public-ip":"10.1.1.1"}}}]}')
+    (peer,) = parse_node_page(body).peers
+    assert peer.flannel_vtep_mac is None and peer.flannel_public_ip == "10.1.1.1"
+
+
+KUBECONFIG = """\
+apiVersion: v1
+kind: Config
+clusters:
+- name: prod
+  cluster:
+    server: https://10.0.0.1:6443/
+    certificate-authority-data: {ca}
+- name: lab
+  cluster:
+    server: https://lab.example:6443
+    certificate-authority: pki/ca.crt
+    insecure-skip-tls-verify: true
+contexts:
+- name: prod-admin
+  context: {{cluster: prod, user: admin}}
+- name: lab-agent
+  context: {{cluster: lab, user: agent}}
+current-context: prod-admin
+users:
+- name: admin
+  user:
+    client-certificate-data: {cert}
+    client-key-data: {key}
+- name: agent
+  user:
+    token: abc.def
+    client-certificate: /etc/netagent/agent.crt
+"""
+
+
+def _kubeconfig() -> str:
+    def b64(text: str) -> str:
+        return base64.b64encode(text.encode()).decode()
+    return KUBECONFIG.format(ca=b64("-----BEGIN CERTIFICATE-----\nCA\n"),
+                             cert=b64("CERT"), key=b64("KEY"))
+
+
+def test_kubeconfig_current_context_with_inline_data() -> None:
+    target = parse_kubeconfig([("/home/a/.kube/config", _kubeconfig())])
+    assert target.server == "https://10.0.0.1:6443"
+    assert target.origin == "kubeconfig /home/a/.kube/config (context prod-admin)"
+    assert target.ca_data == "-----BEGIN CERTIFICATE-----\nCA\n"
+    assert (target.cert_data, target.key_data) == (b"CERT", b"KEY")
+    assert target.token is None and not target.insecure
+
+
+def test_kubeconfig_named_context_resolves_relative_paths() -> None:
+    target = parse_kubeconfig([("/etc/k/config", _kubeconfig())], context="lab-agent")
+    assert target.server == "https://lab.example:6443"
+    assert target.ca_file == "/etc/k/pki/ca.crt"
+    assert target.cert_file == "/etc/netagent/agent.crt"
+    assert target.token == "abc.def" and target.insecure
+
+
+def test_kubeconfig_files_merge_first_wins() -> None:
+    override = "current-context: lab-agent\nclusters:\n- name: lab\n  cluster:\n" \
+               "    server: http://127.0.0.1:8001\n"
+    target = parse_kubeconfig([("/a", override), ("/b", _kubeconfig())])
+    assert target.server == "http://127.0.0.1:8001" and target.token == "abc.def"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("clusters: []\n", "no current-context"),
+    ("current-context: x\n", "context 'x' not found"),
+    ("current-context: c\ncontexts:\n- name: c\n  context: {cluster: k}\n", "cluster 'k'"),
+    ("current-context: c\ncontexts:\n- name: c\n  context: {cluster: k, user: u}\n"
+     "clusters:\n- name: k\n  cluster: {server: 'https://h'}\n"
+     "users:\n- name: u\n  user:\n    exec: {command: aws}\n",
+     "'exec', which netagent does not run"),
+    ("current-context: c\ncontexts:\n- name: c\n  context: {cluster: k}\n"
+     "clusters:\n- name: k\n  cluster: {server: 'ftp://h'}\n", "no http\\(s\\) server"),
+    ("- a list\n", "must be a mapping"),
+    ("a: [\n", "not valid YAML"),
+])
+def test_bad_kubeconfigs_name_the_problem(text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_kubeconfig([("/k", text)])
+
+
+def test_in_cluster_target_brackets_ipv6() -> None:
+    t = in_cluster_target(host="fd00::1", port="443", token_file="/t", ca_file="/c")
+    assert t.server == "https://[fd00::1]:443" and t.token_file == "/t"
+
+
+def test_dual_stack_and_host_gw_flannel_annotations() -> None:
+    # shapes seen on real nodes: dual-stack VXLAN, and k3s with the host-gw backend ("null")
+    body = json.dumps({"kind": "PartialObjectMetadataList", "items": [
+        {"metadata": {"name": "dual", "annotations": {
+            "flannel.alpha.coreos.com/backend-data": '{"VNI":1,"VtepMAC":"12:62:b6:2a:21:cf"}',
+            "flannel.alpha.coreos.com/backend-type": "vxlan",
+            "flannel.alpha.coreos.com/backend-v6-data": '{"VNI":1,"VtepMAC":"ba:5d:da:3f:78:e1"}',
+            "flannel.alpha.coreos.com/public-ip": "1.1.33.34",
+            "flannel.alpha.coreos.com/public-ipv6": "2003:ac18::30a:2"}}},
+        {"metadata": {"name": "orbstack", "annotations": {
+            "flannel.alpha.coreos.com/backend-data": "null",
+            "flannel.alpha.coreos.com/backend-type": "host-gw",
+            "flannel.alpha.coreos.com/backend-v6-data": "null",
+            "flannel.alpha.coreos.com/public-ip": "192.168.139.2",
+            "flannel.alpha.coreos.com/public-ipv6": "fd07:b51a:cc66::2"}}},
+    ]})
+    dual, host_gw = parse_node_page(body).peers
+    assert (dual.flannel_vtep_mac, dual.flannel_vtep_mac_v6) == ("12:62:b6:2a:21:cf",
+                                                                 "ba:5d:da:3f:78:e1")
+    assert dual.flannel_public_ipv6 == "2003:ac18::30a:2"
+    assert (host_gw.flannel_vtep_mac, host_gw.flannel_vtep_mac_v6) == (None, None)
+    assert host_gw.flannel_backend_type == "host-gw"
