@@ -446,9 +446,12 @@ def check_nodelocal(n: NodeLocalDns) -> CheckResult:
                      f"rules for {'/'.join(p.upper() for p in missing)} port 53 are missing: "
                      f"its queries go through conntrack again ({use})"),
             observed="NOTRACK missing: " + ",".join(missing), limit="NOTRACK for udp,tcp",
-            recommendation=("Restart the node-local-dns pod on this node: it installs the "
-                            "rules when it starts (they are known to go missing after "
-                            f"restarts of other rule owners). By hand: {fix}."),
+            recommendation=(
+                "node-cache re-adds these rules every few seconds while it runs (kubernetes/"
+                "dns cmd/node-cache), so rules that stay missing mean it is not running on "
+                "this node, runs with -setupiptables=false, or writes them to the other "
+                "iptables backend (see `iptables-legacy -t raw -S`). Restart the "
+                f"node-local-dns pod on this node; by hand: {fix}."),
             evidence=evidence)
     return CheckResult(
         id=NODELOCAL_ID, status=Status.OK,
