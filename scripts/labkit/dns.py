@@ -58,7 +58,7 @@ def unbound_config(*, directory: Path, listen: Sequence[str], allow: Sequence[st
         "  num-threads: 1",
         f"  port: {port}",
         "  do-ip4: yes",
-        "  do-ip6: no",
+        f"  do-ip6: {'yes' if any(':' in a for a in listen) else 'no'}",
         "  do-udp: yes",
         "  do-tcp: yes",
         '  module-config: "iterator"',
@@ -69,7 +69,7 @@ def unbound_config(*, directory: Path, listen: Sequence[str], allow: Sequence[st
         '  local-zone: "." static',
     ]
     lines += [f"  interface: {addr}" for addr in listen]
-    lines += ["  access-control: 0.0.0.0/0 refuse"]
+    lines += ["  access-control: 0.0.0.0/0 refuse", "  access-control: ::/0 refuse"]
     lines += [f"  access-control: {net} allow" for net in allow]
     lines += [f"  access-control: {net} refuse" for net in refuse]
     for name, (a, aaaa) in RECORDS.items():

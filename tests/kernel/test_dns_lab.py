@@ -29,6 +29,8 @@ ROOT = Path(__file__).resolve().parents[2]
 LAB = "dnst"
 SERVER = "10.200.0.1"
 REFUSING = "10.200.1.1"
+SERVER6 = "fd00:53::1"
+LINK_LOCAL = "fe80::53"
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +43,17 @@ def lab() -> Iterator[Lab]:
     try:
         the_lab.up(pods=2)
         labdns.add_address(the_lab.node, labdns.NODELOCAL)
-        server = labdns.DnsServer(ns=the_lab.node, listen=[SERVER, REFUSING, labdns.NODELOCAL],
-                                  refuse=["10.200.1.0/24"]).start()
+        # IPv6 between pod 0 and the node: a global pair and a link-local server address
+        # ("nodad": usable at once, no duplicate address detection to wait for)
+        for ns, dev, cidr in ((the_lab.node, "vpod0", f"{LINK_LOCAL}/64"),
+                              (the_lab.node, "vpod0", f"{SERVER6}/64"),
+                              (the_lab.pod(0), "eth0", "fe80::2/64"),
+                              (the_lab.pod(0), "eth0", "fd00:53::2/64")):
+            labdns.sh(["ip", "-n", ns, "-6", "addr", "add", cidr, "dev", dev, "nodad"])
+        server = labdns.DnsServer(
+            ns=the_lab.node,
+            listen=[SERVER, REFUSING, labdns.NODELOCAL, SERVER6, f"{LINK_LOCAL}%vpod0"],
+            allow=["0.0.0.0/0", "::/0"], refuse=["10.200.1.0/24"]).start()
         yield the_lab
     finally:
         if server is not None:
@@ -94,6 +105,19 @@ def test_healthy_resolver(lab: Lab, tmp_path: Path) -> None:
         "example.com.": {"NOERROR": 7}}
     # pod 0 has no route to 169.254.20.10: no cache is seen from there
     assert checks["dns.nodelocal"]["status"] == "ok"
+    assert code == 0
+    assert wall < 10
+
+
+def test_ipv6_resolvers_with_and_without_zone(lab: Lab, tmp_path: Path) -> None:
+    code, report, wall = check(
+        lab.pod(0), f"nameserver {SERVER6}\nnameserver {LINK_LOCAL}%eth0\noptions timeout:3\n",
+        {"probes": {"parallel": 1, "udp": 1, "tcp": 1}}, tmp_path)
+    checks = by_id(report)
+    for resolver in (SERVER6, f"{LINK_LOCAL}%eth0"):
+        result = checks[f"dns.{resolver}"]
+        assert result["status"] == "ok", result
+        assert result["evidence"]["probes"] == 6
     assert code == 0
     assert wall < 10
 
