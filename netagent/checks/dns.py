@@ -243,11 +243,11 @@ def _diagnose(r: ResolverProbes, *, probes: Sequence[DnsProbe], p95: float,
         error = max(hard, key=lambda e: errors[e])
         if error == "connection refused":
             return (f"resolver {addr}: nothing listens on port 53 (connection refused: "
-                    f"ICMP port unreachable) in all {n} probes",
+                    f"ICMP port unreachable) in {errors[error]} of {n} probes, no answer",
                     f"Start the DNS server on {addr}, or remove {addr} from {where}.")
-        return (f"resolver {addr}: {error} in all {n} probes",
-                f"Fix the route to {addr} (`ip route get {addr}`), or remove it from "
-                f"{where}.")
+        return (f"resolver {addr}: {error} in {errors[error]} of {n} probes, no answer",
+                f"{addr} cannot be reached ({error}): check `ip route get {addr}` and that "
+                f"a host holds that address, or remove it from {where}.")
     if not answered:
         return (f"resolver {addr}: no answer to any of {n} probes "
                 f"({r.attempts} tries of {r.timeout:g} s each)",
@@ -413,6 +413,19 @@ def check_nodelocal(n: NodeLocalDns) -> CheckResult:
                 recommendation=("Check the node-local-dns pod on this node (`kubectl -n "
                                 "kube-system get pods -l k8s-app=node-local-dns -o wide`) "
                                 "and its interface (`ip addr show nodelocaldns`)."),
+                evidence=evidence)
+        if n.assigned:
+            # the cache's interface outlived the cache: in kube-proxy iptables mode it also
+            # holds the kube-dns service IP, so pods' queries die on this node
+            return CheckResult(
+                id=NODELOCAL_ID, status=Status.WARNING,
+                summary=(f"{addr} is on a local interface but nothing answers DNS there "
+                         f"({n.answer_detail}): a node-local cache that stopped?"),
+                observed="not answering", limit="answering",
+                recommendation=("Check the node-local-dns pod on this node; if the cache is "
+                                "gone for good, delete its interface (`ip link del "
+                                "nodelocaldns`) so the kube-dns service IP is not answered "
+                                "locally by nothing."),
                 evidence=evidence)
         return CheckResult(
             id=NODELOCAL_ID, status=Status.OK,

@@ -274,3 +274,22 @@ def test_kubelet_points_at_a_cache_that_does_not_answer(lab: Lab, tmp_path: Path
     assert checks[f"dns.{labdns.NODELOCAL}"]["status"] == "critical"  # kubelet's resolver
     assert code == 2
     assert wall < 3 + 4
+
+
+def test_cache_address_left_on_an_interface(lab: Lab, tmp_path: Path) -> None:
+    """An address on the node's lo where no DNS server listens: a cache that stopped."""
+    stale = "169.254.20.11"
+    labdns.add_address(lab.node, stale)
+    try:
+        code, report, wall = check(
+            lab.node, f"nameserver {labdns.NODELOCAL}\noptions timeout:1\n",
+            {"nodelocal_address": stale, "probes": {"parallel": 1, "udp": 0, "tcp": 0}},
+            tmp_path)
+    finally:
+        labdns.sh(["ip", "-n", lab.node, "addr", "del", f"{stale}/32", "dev", "lo"])
+    nodelocal = by_id(report)["dns.nodelocal"]
+    assert nodelocal["status"] == "warning", nodelocal
+    assert nodelocal["evidence"]["answer"] == "connection refused"
+    assert nodelocal["evidence"]["address_on_local_interface"] is True
+    assert code == 1
+    assert wall < 10

@@ -239,7 +239,7 @@ def test_kubelet_points_at_a_silent_cache(fixtures: Path) -> None:
 
 
 def test_no_cache_at_all_is_ok(fixtures: Path) -> None:
-    n = nodelocal(fixtures, "nft-empty.json", answering=False)
+    n = nodelocal(fixtures, "nft-empty.json", answering=False, assigned=False)
     assert checks.check_nodelocal(n).status is Status.OK
 
 
@@ -279,3 +279,18 @@ def test_conntrack_source_records_are_read() -> None:
     growth, _ = checks.insert_failed_growth(Observations(
         current={"conntrack": reading(25)}, baseline={"conntrack": reading(20)}))
     assert growth == 5
+
+
+def test_unreachable_resolver() -> None:
+    r = resolver([probe(0.0002, answered=False, error="network unreachable")] * 3)
+    result = only(observe(r), "dns.10.96.0.10")
+    assert result.status is Status.CRITICAL
+    assert "network unreachable in 3 of 3 probes" in result.summary
+    assert "ip route get 10.96.0.10" in result.recommendation
+
+
+def test_address_left_behind_by_a_stopped_cache(fixtures: Path) -> None:
+    n = nodelocal(fixtures, "nft-notrack.json", answering=False, assigned=True)
+    result = checks.check_nodelocal(n)
+    assert result.status is Status.WARNING
+    assert "nothing answers DNS there" in result.summary
