@@ -9,6 +9,7 @@ field with a default and, where it needs one, a range in ``_RANGES``.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import types
 import typing
 from dataclasses import dataclass, field
@@ -36,9 +37,21 @@ class ConntrackThresholds:
 
 
 @dataclass(frozen=True)
+class DnsThresholds:
+    p95_warning_seconds: float = 0.5
+    p95_critical_seconds: float = 2.0
+    timeout_ratio_warning: float = 0.05  # probes that waited out a resolver timeout
+    timeout_ratio_critical: float = 0.20
+    # the 5-second pattern: answers arriving within this share of k x resolver timeout
+    pattern_tolerance: float = 0.10
+    pattern_min_probes: int = 2
+
+
+@dataclass(frozen=True)
 class Thresholds:
     neighbour: NeighbourThresholds = field(default_factory=NeighbourThresholds)
     conntrack: ConntrackThresholds = field(default_factory=ConntrackThresholds)
+    dns: DnsThresholds = field(default_factory=DnsThresholds)
 
 
 @dataclass(frozen=True)
@@ -72,12 +85,36 @@ class AgentSettings:
 
 
 @dataclass(frozen=True)
+class DnsProbeCounts:
+    """Probes per resolver and name in each mode (see ``netagent.model.DnsProbe``)."""
+
+    parallel: int = 3
+    udp: int = 2
+    tcp: int = 2
+
+
+@dataclass(frozen=True)
+class DnsConfig:
+    resolvers: tuple[str, ...] = ()  # empty: resolv.conf + kubelet clusterDNS + node-local
+    names: tuple[str, ...] = ("kubernetes.default.svc.cluster.local.", "example.com.")
+    probes: DnsProbeCounts = field(default_factory=DnsProbeCounts)
+    timeout_seconds: float | None = None  # None: resolv.conf "options timeout:" (5)
+    attempts: int | None = None  # None: resolv.conf "options attempts:" (2)
+    max_seconds: float = 10.0  # the whole DNS round, however many resolvers are dead
+    resolv_conf: str = "/etc/resolv.conf"
+    kubelet_config: str = "/var/lib/kubelet/config.yaml"
+    nodelocal_address: str = "169.254.20.10"  # empty: do not look for a node-local cache
+    nodelocal_timeout_seconds: float = 0.3
+
+
+@dataclass(frozen=True)
 class Config:
     interval: float = 2.0  # seconds between the two samples taken by `netagent check`
     nodes: int | None = None  # cluster size, when it cannot be read from the API
     thresholds: Thresholds = field(default_factory=Thresholds)
     agent: AgentSettings = field(default_factory=AgentSettings)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    dns: DnsConfig = field(default_factory=DnsConfig)
 
 
 # (minimum, maximum) for numeric keys, by dotted path
@@ -99,6 +136,19 @@ _RANGES: dict[str, tuple[float, float]] = {
     "thresholds.conntrack.critical_ratio": (0.01, 1.0),
     "thresholds.conntrack.insert_failed_per_second": (0, 1_000_000),
     "thresholds.conntrack.headroom_ratio": (0.05, 0.95),
+    "thresholds.dns.p95_warning_seconds": (0.001, 120),
+    "thresholds.dns.p95_critical_seconds": (0.001, 120),
+    "thresholds.dns.timeout_ratio_warning": (0.0, 1.0),
+    "thresholds.dns.timeout_ratio_critical": (0.0, 1.0),
+    "thresholds.dns.pattern_tolerance": (0.01, 0.5),
+    "thresholds.dns.pattern_min_probes": (1, 1000),
+    "dns.probes.parallel": (0, 100),
+    "dns.probes.udp": (0, 100),
+    "dns.probes.tcp": (0, 100),
+    "dns.timeout_seconds": (0.05, 30),  # glibc caps timeout at 30 (RES_MAXRETRANS)
+    "dns.attempts": (1, 5),  # glibc caps attempts at 5 (RES_MAXRETRY)
+    "dns.max_seconds": (0.5, 300),
+    "dns.nodelocal_timeout_seconds": (0.01, 5),
 }
 
 
@@ -178,6 +228,21 @@ def _convert(hint: Any, value: Any, *, where: str, key: str) -> Any:
 
 
 def _cross_checks(config: Config, *, where: str) -> None:
+    d = config.thresholds.dns
+    for low, high in (("p95_warning_seconds", "p95_critical_seconds"),
+                      ("timeout_ratio_warning", "timeout_ratio_critical")):
+        if getattr(d, low) > getattr(d, high):
+            raise ConfigError(f"{where}: 'thresholds.dns.{low}' must not exceed "
+                              f"'thresholds.dns.{high}'")
+    for key in ("resolvers", "nodelocal_address"):
+        values = getattr(config.dns, key)
+        for value in (values,) if isinstance(values, str) else values:
+            try:
+                if value:
+                    ipaddress.ip_address(value)
+            except ValueError as err:
+                raise ConfigError(f"{where}: 'dns.{key}': {value!r} is not an IP address"
+                                  ) from err
     n = config.thresholds.neighbour
     if n.warning_ratio >= n.critical_ratio:
         raise ConfigError(f"{where}: 'thresholds.neighbour.warning_ratio' ({n.warning_ratio}) "

@@ -390,3 +390,157 @@ class Observations:
     def get_baseline(self, name: str, kind: type[T]) -> T | None:
         value = self.baseline.get(name)
         return value if isinstance(value, kind) else None
+
+
+# --- DNS ---------------------------------------------------------------------------------
+
+# glibc resolv/resolv.h: RES_TIMEOUT 5 s, RES_DFLRETRY 2 attempts, MAXNS 3 nameservers
+RESOLV_TIMEOUT = 5
+RESOLV_ATTEMPTS = 2
+RESOLV_MAXNS = 3
+DNS_MODES = ("parallel", "udp", "tcp")
+
+
+@dataclass(frozen=True)
+class ResolvConf:
+    """What glibc would take from ``/etc/resolv.conf``.
+
+    ``ignored`` lists what glibc ignores too (nameservers beyond the third, unknown options,
+    malformed lines), so a report can say why a configured nameserver is never asked.
+    """
+
+    nameservers: tuple[str, ...] = ()
+    search: tuple[str, ...] = ()
+    timeout: int = RESOLV_TIMEOUT
+    attempts: int = RESOLV_ATTEMPTS
+    ndots: int = 1
+    rotate: bool = False
+    single_request: bool = False
+    single_request_reopen: bool = False
+    use_vc: bool = False
+    ignored: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class KubeletDns:
+    """``clusterDNS`` and ``clusterDomain`` of a KubeletConfiguration file.
+
+    ``problem`` says why nothing could be read (file missing, not YAML, not a
+    KubeletConfiguration); then ``cluster_dns`` is empty.
+    """
+
+    path: str
+    cluster_dns: tuple[str, ...] = ()
+    cluster_domain: str | None = None
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class DnsProbe:
+    """One name resolved once against one resolver, the way a client in ``mode`` would.
+
+    Modes: ``parallel`` (A and AAAA sent together from one UDP socket, glibc's default),
+    ``udp`` (A then AAAA, one at a time: glibc ``options single-request``), ``tcp`` (A then
+    AAAA over one connection: ``options use-vc``). ``latency`` is the time until every
+    answer arrived or the probe gave up, in seconds. ``tries`` is how many rounds were sent,
+    ``timeouts`` how many of them ended in a timeout (``timeouts`` > 0 on an answered probe
+    is the delay a pod sees: one lost packet costs a whole resolver timeout).
+    """
+
+    resolver: str
+    name: str
+    mode: str
+    latency: float
+    answered: bool
+    rcode: str | None = None  # worst rcode among the answers (NOERROR when all fine)
+    truncated: bool = False
+    tries: int = 1
+    timeouts: int = 0
+    error: str | None = None  # e.g. "connection refused" (ICMP port unreachable)
+
+    @property
+    def protocol(self) -> str:
+        return "tcp" if self.mode == "tcp" else "udp"
+
+    @property
+    def failure(self) -> str | None:
+        """The reason label of a failed probe (for ``netagent_dns_probe_failures_total``)."""
+        if self.error is not None:  # "connection refused" -> connection_refused
+            return self.error.split(":")[0].replace(" ", "_")
+        if not self.answered:
+            return "timeout"
+        if self.rcode not in (None, "NOERROR", "NXDOMAIN"):
+            return self.rcode.lower()
+        return None
+
+
+@dataclass(frozen=True)
+class ResolverProbes:
+    """Every probe sent to one resolver in one round, and where the resolver came from."""
+
+    resolver: str
+    origins: tuple[str, ...]  # "resolv.conf", "kubelet", "node-local", "config"
+    timeout: float
+    attempts: int
+    probes: tuple[DnsProbe, ...]
+    skipped: int = 0  # probes not sent: the round's time budget was spent
+
+
+@dataclass(frozen=True)
+class NotrackRule:
+    """One nftables rule that switches connection tracking off (from ``nft -j list ruleset``).
+
+    Each match field holds the values the rule accepts; an empty tuple means any. ``exact``
+    is False for iptables-nft rules, whose ``-j NOTRACK`` (an alias of ``-j CT --notrack``)
+    nft can only show as an opaque ``xt`` target named ``CT``.
+    """
+
+    family: str
+    table: str
+    chain: str
+    hook: str | None  # None: a regular chain, reached only by a jump
+    daddr: tuple[str, ...] = ()  # networks ("169.254.20.10/32"); empty: any
+    saddr: tuple[str, ...] = ()
+    protocols: tuple[str, ...] = ()  # "udp", "tcp"; empty: any
+    dport: tuple[tuple[int, int], ...] = ()  # inclusive ranges; empty: any
+    sport: tuple[tuple[int, int], ...] = ()
+    exact: bool = True
+
+
+@dataclass(frozen=True)
+class NodeLocalDns:
+    """What is known about a node-local DNS cache on its link-local address.
+
+    ``answering``: something answered a quick query there (None: not asked). ``assigned``:
+    the address is on a local interface (None: unknown). ``notrack`` is None when the
+    ruleset could not be read (``problems['nft']`` says why).
+    """
+
+    address: str
+    answering: bool | None
+    answer_detail: str
+    assigned: bool | None
+    notrack: tuple[NotrackRule, ...] | None
+    kubelet: KubeletDns | None
+    problems: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DnsObservation:
+    """What the ``dns`` source returns: probes per resolver plus node-local DNS awareness.
+
+    For the exporter: every ``probe`` in ``resolvers[*].probes`` is one observation of
+    ``netagent_dns_probe_duration_seconds{resolver,protocol,mode}`` (``probe.latency``,
+    ``probe.protocol``, ``probe.mode``), and one increment of
+    ``netagent_dns_probe_failures_total{resolver,protocol,reason}`` when ``probe.failure``
+    is not None (reasons: timeout, connection_refused, host_unreachable, refused,
+    servfail, ...).
+    """
+
+    resolv_conf_path: str
+    resolv_conf: ResolvConf | None
+    resolvers: tuple[ResolverProbes, ...]
+    nodelocal: NodeLocalDns | None
+    duration: float
+    budget_seconds: float
+    problems: Mapping[str, str] = field(default_factory=dict)

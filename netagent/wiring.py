@@ -8,6 +8,7 @@ from netagent.config import Config
 from netagent.sources import Source
 from netagent.sources.cluster import ClusterSource
 from netagent.sources.conntrack import ConntrackSource
+from netagent.sources.dns import DnsSource
 from netagent.sources.neighbours import NeighbourSource
 from netagent.sources.overlay import OverlaySource
 
@@ -28,4 +29,6 @@ def build_sources(config: Config, *, only: Sequence[str] = ()) -> dict[str, Sour
                                           peers="overlay" in wanted)
         elif name == "conntrack":
             sources[name] = ConntrackSource()
+        elif name == "dns":
+            sources[name] = DnsSource(config.dns)
     return sources

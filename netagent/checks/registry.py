@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from netagent.checks import conntrack, neighbours, overlay
+from netagent.checks import conntrack, dns, neighbours, overlay
 from netagent.config import Config
 from netagent.model import CheckResult, ClusterInfo, Observations
 
@@ -17,6 +17,7 @@ CHECKS: dict[str, Evaluator] = {
     "conntrack": lambda obs, cfg: conntrack.evaluate(obs, cfg.thresholds.conntrack),
     "overlay": overlay.evaluate,
     "cluster": overlay.evaluate_cluster,
+    "dns": lambda obs, cfg: dns.evaluate(obs, cfg.thresholds.dns),
 }
 
 

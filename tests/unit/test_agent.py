@@ -279,8 +279,9 @@ def test_json_log_lines_carry_the_event(restore_logging: None) -> None:
     agent.collect_one("dns")
     agent.collect_one("dns")  # still down: no second line
     records = [json.loads(line) for line in stream.getvalue().splitlines()]
-    assert len(records) == 1
-    assert records[0]["event"] == "source_down" and records[0]["source"] == "dns"
+    assert [r["event"] for r in records] == ["source_down", "check_status"]
+    assert records[1]["to"] == "unknown" and records[1]["from"] is None
+    assert records[0]["source"] == "dns"
     assert records[0]["error"] == "no nameserver" and records[0]["level"] == "warning"
     assert records[0]["time"].endswith("Z")
 
