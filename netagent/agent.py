@@ -29,6 +29,7 @@ from netagent import __version__
 from netagent.checks import registry
 from netagent.config import Config
 from netagent.errors import NetagentError
+from netagent.exporter.collector import SOURCE_TOTALS, Fold
 from netagent.exporter.server import HttpServer, make_app, make_registry, parse_listen
 from netagent.exporter.state import AgentState, SourceState
 from netagent.model import CheckResult, Observations, SourceRun, Status
@@ -57,8 +58,10 @@ class Agent:
         clock: Callable[[], float] = time.monotonic,
         wait: Callable[[float], bool] | None = None,
         rng: random.Random | None = None,
+        folds: Mapping[str, Fold] = SOURCE_TOTALS,
     ) -> None:
         self.sources = dict(sources)
+        self.folds = folds
         self.config = config
         self.clock = clock
         self._stop = threading.Event()
@@ -77,6 +80,7 @@ class Agent:
         self._last_success: dict[str, Any] = {}  # source -> its latest successful observation
         self._previous: dict[str, Any] = {}  # source -> the success before that
         self._errors: dict[str, str] = {}  # source -> why its latest collection failed
+        self._totals: dict[str, Any] = {}  # source -> running totals (see SOURCE_TOTALS)
         self._state = AgentState()
 
     # -- what the HTTP threads read ------------------------------------------------------
@@ -148,6 +152,11 @@ class Agent:
                 self._previous[name] = self._last_success[name]
             self._last_success[name] = self._latest[name] = observation
             self._errors.pop(name, None)
+            if name in self.folds:
+                try:
+                    self._totals[name] = self.folds[name](self._totals.get(name), observation)
+                except Exception:  # a bug here keeps the totals as they were
+                    log.exception("cannot add the %s observation to its totals", name)
         else:
             # The checks see no observation, but the last success stays the baseline for
             # the next one: counters then become rates over the longer interval.
@@ -155,7 +164,8 @@ class Agent:
             self._errors[name] = error
         self._log_source(run, was.run if was else None)
         sources = dict(self._state.sources)
-        sources[name] = SourceState(name=name, run=run, observation=observation)
+        sources[name] = SourceState(name=name, run=run, observation=observation,
+                                    totals=self._totals.get(name))
         checks = self._evaluate(sources)
         self._log_checks(self._state.checks, checks)
         self._state = AgentState(sources=sources, checks=checks)

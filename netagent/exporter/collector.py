@@ -18,11 +18,12 @@ from prometheus_client.registry import Collector
 from netagent import __version__
 from netagent.checks.overlay import ClusterView
 from netagent.config import Config
-from netagent.exporter import cluster, conntrack, neighbours, overlay
+from netagent.exporter import cluster, conntrack, dns, neighbours, overlay
 from netagent.exporter.state import AgentState
 from netagent.model import (
     ClusterInfo,
     ConntrackObservation,
+    DnsObservation,
     NeighbourSnapshot,
     Observations,
     OverlaySnapshot,
@@ -39,6 +40,11 @@ class Scrape:
 
     state: AgentState
     config: Config
+
+    def totals(self, source: str) -> Any:
+        """The running totals the agent keeps for ``source`` (see ``SOURCE_TOTALS``)."""
+        state = self.state.sources.get(source)
+        return state.totals if state is not None else None
 
     def observations(self) -> Observations:
         """The latest successful observation of every source, as the checks saw them."""
@@ -65,6 +71,16 @@ SOURCE_FAMILIES: Mapping[str, FamiliesOf] = {
         _expect(obs, OverlaySnapshot),
         cluster=ClusterView.of(scrape.observations(), scrape.config)),
     "cluster": lambda obs, _: cluster.families(_expect(obs, ClusterInfo)),
+    # counters and a histogram over every round: rendered from the agent's running totals
+    "dns": lambda _, scrape: dns.families(_expect(scrape.totals("dns"), dns.DnsTotals)),
+}
+
+Fold = Callable[[Any, Any], Any]
+
+# source name -> how the agent folds each new observation into that source's running
+# totals (for series that count over every collection, not just the latest one)
+SOURCE_TOTALS: Mapping[str, Fold] = {
+    "dns": lambda totals, obs: dns.fold(totals, _expect(obs, DnsObservation)),
 }
 
 

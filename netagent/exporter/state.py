@@ -18,12 +18,15 @@ class SourceState:
     """One source as of its latest collection.
 
     ``observation`` is the record of the latest collection when it succeeded, else ``None``
-    (a failed collection does not leave stale figures behind).
+    (a failed collection does not leave stale figures behind). ``totals`` is what the agent
+    accumulated over every successful collection, for sources whose series count since
+    start (DNS probes); it survives a failed collection, but is exported only while up.
     """
 
     name: str
     run: SourceRun
     observation: Any = None
+    totals: Any = None
 
     @property
     def up(self) -> bool:
