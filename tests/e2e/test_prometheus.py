@@ -88,6 +88,9 @@ def test_prometheus_scrapes_the_agent_and_the_neighbour_alert_fires(tmp_path: Pa
                 timeout=30)
             poll("source up", lambda: one_value(
                 prom_port, 'netagent_source_up{source="neighbours"}') == 1, timeout=30)
+            # every source reports up or down, whether or not this host has what it reads
+            assert poll("every source", lambda: one_value(
+                prom_port, "count(netagent_source_up)") == 5, timeout=30)
             before = one_value(prom_port, 'netagent_neighbour_gc_entries{family="ipv4"}')
             assert before is not None, agent.output()
             assert before < 0.8 * thresh - 50, (
