@@ -92,6 +92,7 @@ class NetagentCollector(Collector):
         self._latest = latest
         self._config = config or Config()
         self._source_families = source_families
+        self._reported: set[tuple[str, str]] = set()  # export failures already logged
 
     def describe(self) -> Iterable[Metric]:
         # Registration must not trigger a collection (client_python calls collect() to
@@ -115,8 +116,12 @@ class NetagentCollector(Collector):
                     # Built completely before anything is yielded: a module that fails
                     # half-way leaves no half-exported source behind.
                     out.extend(self._source_families[name](source.observation, scrape))
-                except Exception:  # a bug in one module must not fail the scrape
-                    log.exception("cannot export the %s observation", name)
+                except Exception as err:  # a bug in one module must not fail the scrape
+                    # logged once per source and error, not at every scrape
+                    key = (name, f"{type(err).__name__}: {err}")
+                    if key not in self._reported:
+                        self._reported.add(key)
+                        log.exception("cannot export the %s observation", name)
                     is_up = False
             up.add_metric([name], 1 if is_up else 0)
             duration.add_metric([name], source.run.duration_seconds)

@@ -125,11 +125,16 @@ def test_failed_source_is_down_and_the_scrape_still_succeeds() -> None:
     assert not {n for n in names(samples) if n.startswith("netagent_neighbour_")}
 
 
-def test_a_module_that_cannot_export_marks_the_source_down() -> None:
+def test_a_module_that_cannot_export_marks_the_source_down(
+        caplog: pytest.LogCaptureFixture) -> None:
     # an observation of the wrong type stands for any bug in a per-source module
-    samples, _ = parse(render(up_state("not a snapshot")))
-    assert value(samples, "netagent_source_up", source="neighbours") == 0
-    assert value(samples, "netagent_build_info", version=__version__) == 1
+    registry = CollectorRegistry()
+    registry.register(NetagentCollector(lambda: up_state("not a snapshot")))
+    for _ in range(3):
+        samples, _ = parse(generate_latest(registry))
+        assert value(samples, "netagent_source_up", source="neighbours") == 0
+        assert value(samples, "netagent_build_info", version=__version__) == 1
+    assert len(caplog.records) == 1  # logged once, not at every scrape
 
 
 def test_check_status_uses_the_exit_codes() -> None:
