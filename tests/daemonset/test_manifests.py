@@ -225,13 +225,24 @@ def test_config_file_is_in_the_configmap() -> None:
     assert configmap["metadata"]["name"] == "netagent-config"
     config = yaml.safe_load(configmap["data"]["config.yaml"])
     assert config == {
-        "interval": 2,
+        "agent": {"intervals": {"neighbours": 15, "conntrack": 15, "overlay": 15, "dns": 30,
+                                "cluster": 30}},
         "thresholds": {
             "neighbour": {"warning_ratio": 0.8, "critical_ratio": 0.95},
             "conntrack": {"warning_ratio": 0.75, "critical_ratio": 0.9},
         },
     }
     assert "example" in (DAEMONSET / "configmap.yaml").read_text().lower()
+
+
+def test_example_config_is_valid_for_netagent(tmp_path: Path) -> None:
+    from netagent.config import load  # noqa: PLC0415
+
+    path = tmp_path / "config.yaml"
+    path.write_text(only("ConfigMap")["data"]["config.yaml"])
+    config = load(path)  # raises ConfigError on any unknown key or bad value
+    assert config.agent.intervals.dns == 30
+    assert config.thresholds.conntrack.critical_ratio == 0.9
 
 
 def test_example_thresholds_match_the_alerts() -> None:

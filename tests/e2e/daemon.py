@@ -91,11 +91,24 @@ def agent_command(port: int, config: Path | None = None,
 AGENT_ENV = {"PYTHONPATH": str(ROOT)}
 
 
+# The agent runs in the host namespace here: its DNS probes go to loopback only (nothing
+# listens on port 53 there, so they fail fast), never to the machine's own resolvers, and no
+# node-local address is probed.
+HOST_SAFE_DNS = ("dns:\n  resolvers: [127.0.0.1]\n  nodelocal_address: ''\n"
+                 "  kubelet_config: /nonexistent/kubelet-config.yaml\n")
+
+
 def fast_config(path: Path, *, every: float = 1.0) -> Path:
-    """Every source collected each ``every`` seconds."""
+    """Every source collected each ``every`` seconds; DNS probes stay on loopback."""
     intervals = "\n".join(f"    {name}: {every}"
                           for name in ("neighbours", "conntrack", "overlay", "dns", "cluster"))
-    path.write_text(f"agent:\n  jitter: 0.1\n  intervals:\n{intervals}\n")
+    path.write_text(f"agent:\n  jitter: 0.1\n  intervals:\n{intervals}\n{HOST_SAFE_DNS}")
+    return path
+
+
+def default_config(path: Path) -> Path:
+    """The default schedule; DNS probes stay on loopback."""
+    path.write_text(HOST_SAFE_DNS)
     return path
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from tests.e2e.daemon import (
     AGENT_ENV,
     agent_command,
+    default_config,
     fast_config,
     free_port,
     http_get,
@@ -65,7 +66,8 @@ def test_a_real_scrape_passes_promtool(tmp_path: Path) -> None:
 
 def test_sigint_stops_too(tmp_path: Path) -> None:
     port = free_port()
-    with running(agent_command(port, log_format="text"), log=tmp_path / "agent.log",
+    with running(agent_command(port, default_config(tmp_path / "netagent.yaml"),
+                               log_format="text"), log=tmp_path / "agent.log",
                  env=AGENT_ENV) as agent:
         poll("/healthz answers",
              lambda: http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200, timeout=20)

@@ -119,7 +119,11 @@ def test_filling_to_85_percent_warns(lab: Lab, default_limits: None) -> None:
     assert 0.80 <= v4["observed"] / GC_THRESH3 < 0.95
     assert v4["limit"] == GC_THRESH3
     assert "gc_thresh3=2048" in v4["recommendation"]
-    assert v4["evidence"]["unreclaimable"] >= added  # all just updated: not reclaimable
+    # Entries updated in the last 5 s cannot be freed by forced GC: nearly all of those just
+    # added (a loaded machine may take a second or two to get here, never five).
+    evidence = v4["evidence"]
+    assert evidence["unreclaimable"] + evidence["reclaimable"] == v4["observed"]
+    assert evidence["unreclaimable"] >= 0.9 * added
 
     # Without privileges the namespaces cannot be entered: the check says so, not guesses.
     code, report, err = netagent(["check", "--json", "--only", "neighbours",
