@@ -236,7 +236,7 @@ def test_config_file_is_in_the_configmap() -> None:
 
 
 def test_example_config_is_valid_for_netagent(tmp_path: Path) -> None:
-    from netagent.config import load  # noqa: PLC0415
+    from netagent.config import load
 
     path = tmp_path / "config.yaml"
     path.write_text(only("ConfigMap")["data"]["config.yaml"])
