@@ -88,6 +88,17 @@ _RTATTR = struct.Struct("=HH")
 _U32 = struct.Struct("=I")
 _CACHEINFO = struct.Struct("=IIII")  # confirmed, used, updated, refcnt
 
+# The layout neigh_fill_info() produces for nearly every entry: NDA_DST, NDA_LLADDR (6-byte
+# MAC, padded to 12), NDA_PROBES, NDA_CACHEINFO, and nothing after it. One unpack reads
+# ifindex, state, flags, both attribute headers and the cache info; a message of another
+# length, or whose headers do not match, takes the general attribute walk below.
+# message length -> struct (skipping nlmsghdr, ndmsg family/pads, NDA_DST and NDA_LLADDR)
+_COMMON_LAYOUTS = {
+    76: struct.Struct("=20xiHBx20xHH4xHHIIII"),  # IPv4: NDA_DST 8 bytes
+    88: struct.Struct("=20xiHBx32xHH4xHHIIII"),  # IPv6: NDA_DST 20 bytes
+}
+_NDA_PROBES = 4
+
 
 class Link(NamedTuple):
     ifindex: int
@@ -184,12 +195,22 @@ def decode_neighbours(buf: bytes) -> list[NeighbourEntry]:
     u32_unpack = _U32.unpack_from
     hdr_size = _NLMSGHDR.size
     nd_size = _NDMSG.size
+    common = {length: layout.unpack_from for length, layout in _COMMON_LAYOUTS.items()}
     offset, size = 0, len(buf)
     while offset + hdr_size <= size:
         length, msg_type, _flags, _seq, _pid = hdr_unpack(buf, offset)
         if length < hdr_size or offset + length > size:
             raise NetagentError(f"truncated netlink message at byte {offset}")
         end = offset + length
+        fast = common.get(length) if msg_type == RTM_NEWNEIGH else None
+        if fast is not None:
+            (ifindex, state, flags, probes_len, probes_type, ci_len, ci_type, _conf, _used,
+             updated, refcnt) = fast(buf, offset)
+            if (probes_len == 8 and probes_type == _NDA_PROBES and ci_len == 20
+                    and ci_type == NDA_CACHEINFO):
+                append(NeighbourEntry(ifindex, state, flags, 0, refcnt, updated))
+                offset += (length + 3) & ~3
+                continue
         if msg_type == RTM_NEWNEIGH:
             _fam, _p1, _p2, ifindex, state, flags, _type = nd_unpack(buf, offset + hdr_size)
             refcnt = updated = None
