@@ -243,18 +243,19 @@ def decode_links(buf: bytes) -> list[Link]:
             continue
         _fam, _pad, _type, index, _flags2, _change = _IFINFOMSG.unpack_from(buf, start)
         name, kind = "", ""
-        for atype, astart, aend in _iter_attrs(buf, start + _IFINFOMSG.size, end):
+        for atype, astart, aend in iter_attrs(buf, start + _IFINFOMSG.size, end):
             if atype == IFLA_IFNAME:
-                name = _cstring(buf, astart, aend)
+                name = cstring(buf, astart, aend)
             elif atype == IFLA_LINKINFO:
-                for itype, istart, iend in _iter_attrs(buf, astart, aend):
+                for itype, istart, iend in iter_attrs(buf, astart, aend):
                     if itype == IFLA_INFO_KIND:
-                        kind = _cstring(buf, istart, iend)
+                        kind = cstring(buf, istart, iend)
         out.append(Link(index, name, kind))
     return out
 
 
-def _iter_attrs(buf: bytes, start: int, end: int) -> Iterator[tuple[int, int, int]]:
+def iter_attrs(buf: bytes, start: int, end: int) -> Iterator[tuple[int, int, int]]:
+    """``(type, payload start, payload end)`` of each rtattr between ``start`` and ``end``."""
     offset = start
     while offset + 4 <= end:
         length, atype = _RTATTR.unpack_from(buf, offset)
@@ -264,5 +265,6 @@ def _iter_attrs(buf: bytes, start: int, end: int) -> Iterator[tuple[int, int, in
         offset += (length + 3) & ~3
 
 
-def _cstring(buf: bytes, start: int, end: int) -> str:
+def cstring(buf: bytes, start: int, end: int) -> str:
+    """A NUL-terminated string attribute."""
     return bytes(buf[start:end]).split(b"\0", 1)[0].decode("utf-8", "replace")

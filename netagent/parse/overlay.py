@@ -24,7 +24,9 @@ from netagent.parse.netlink import (
     RTM_GETNEIGH,
     RTM_NEWLINK,
     RTM_NEWNEIGH,
+    cstring,
     dump_request,
+    iter_attrs,
     iter_messages,
 )
 
@@ -108,17 +110,17 @@ def decode_link_details(buf: bytes) -> list[LinkDetail]:
         _fam, _pad, _type, index, ifflags, _change = _IFINFOMSG.unpack_from(buf, start)
         name, kind, mac = "", "", None
         info: dict[int, tuple[int, int]] = {}
-        for atype, astart, aend in _attrs(buf, start + _IFINFOMSG.size, end):
+        for atype, astart, aend in iter_attrs(buf, start + _IFINFOMSG.size, end):
             if atype == IFLA_IFNAME:
-                name = _cstring(buf, astart, aend)
+                name = cstring(buf, astart, aend)
             elif atype == IFLA_ADDRESS:
                 mac = format_mac(buf[astart:aend])
             elif atype == IFLA_LINKINFO:
-                for itype, istart, iend in _attrs(buf, astart, aend):
+                for itype, istart, iend in iter_attrs(buf, astart, aend):
                     if itype == IFLA_INFO_KIND:
-                        kind = _cstring(buf, istart, iend)
+                        kind = cstring(buf, istart, iend)
                     elif itype == IFLA_INFO_DATA:
-                        info = {t: (s, e) for t, s, e in _attrs(buf, istart, iend)}
+                        info = {t: (s, e) for t, s, e in iter_attrs(buf, istart, iend)}
         detail = LinkDetail(index, name, kind, mac, bool(ifflags & IFF_UP))
         if kind == "vxlan":
             detail = _with_vxlan_info(detail, buf, info)
@@ -168,7 +170,7 @@ def _neighbours(buf: bytes, ifindex: int
         if index != ifindex:
             continue
         dst = mac = None
-        for atype, astart, aend in _attrs(buf, start + _NDMSG.size, end):
+        for atype, astart, aend in iter_attrs(buf, start + _NDMSG.size, end):
             if atype == NDA_DST:
                 dst = format_ip(buf[astart:aend])
             elif atype == NDA_LLADDR:
@@ -193,7 +195,7 @@ def decode_routes(buf: bytes, *, ifindex: int, family: str = "ipv4") -> list[Ove
         if fam != wanted or rtype != RTN_UNICAST:
             continue
         dst, gateway, oif = None, None, None
-        for atype, astart, aend in _attrs(buf, start + _RTMSG.size, end):
+        for atype, astart, aend in iter_attrs(buf, start + _RTMSG.size, end):
             if atype == RTA_DST:
                 dst = format_ip(buf[astart:aend])
             elif atype == RTA_GATEWAY:
@@ -219,17 +221,3 @@ def format_ip(raw: bytes) -> str | None:
     if len(raw) == 16:
         return str(ipaddress.IPv6Address(bytes(raw)))
     return None
-
-
-def _attrs(buf: bytes, start: int, end: int) -> Iterator[tuple[int, int, int]]:
-    offset = start
-    while offset + 4 <= end:
-        length, atype = _RTATTR.unpack_from(buf, offset)
-        if length < 4 or offset + length > end:
-            return
-        yield atype & 0x3FFF, offset + 4, offset + length
-        offset += (length + 3) & ~3
-
-
-def _cstring(buf: bytes, start: int, end: int) -> str:
-    return bytes(buf[start:end]).split(b"\0", 1)[0].decode("utf-8", "replace")

@@ -21,7 +21,6 @@ from typing import Any
 from netagent.errors import NetagentError, SourceError
 from netagent.model import ConntrackObservation, ConntrackStats, KernelVersion
 from netagent.parse.conntrack import PROC_FILE, parse_netlink_stats, parse_proc_stats
-from netagent.parse.kernel import parse_release
 from netagent.sources.procfs import ProcFS
 
 NetlinkStats = Callable[[], Sequence[Mapping[str, Any]]]
@@ -72,10 +71,7 @@ class ConntrackSource:
         self.clock = clock
 
     def kernel(self) -> KernelVersion:
-        try:
-            return parse_release(self.proc.read_text("sys/kernel/osrelease"))
-        except NetagentError:
-            return parse_release(os.uname().release)
+        return self.proc.kernel()
 
     def namespace(self) -> str:
         try:

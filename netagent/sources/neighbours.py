@@ -6,12 +6,11 @@ What a person would type: ``ip -s neigh show`` in each namespace (``ip -all netn
 
 from __future__ import annotations
 
-import os
 import socket
 import time
 from collections.abc import Callable, Iterator
 
-from netagent.errors import NetagentError, SourceError
+from netagent.errors import SourceError
 from netagent.model import (
     FAMILIES,
     STAT_FILE,
@@ -24,7 +23,6 @@ from netagent.model import (
     NeighbourStats,
     NeighbourTable,
 )
-from netagent.parse.kernel import parse_release
 from netagent.parse.neighbours import GcRule, count_namespace
 from netagent.parse.netlink import (
     decode_links,
@@ -61,10 +59,7 @@ class NeighbourSource:
 
     # -- the cheap part: global counters and limits ------------------------------------
     def kernel(self) -> KernelVersion:
-        try:
-            return parse_release(self.proc.read_text("sys/kernel/osrelease"))
-        except NetagentError:
-            return parse_release(os.uname().release)
+        return self.proc.kernel()
 
     def read_stats(self, family: str) -> NeighbourStats:
         name = f"net/stat/{STAT_FILE[family]}"

@@ -6,7 +6,9 @@ import errno
 import os
 from pathlib import Path
 
-from netagent.errors import SourceError
+from netagent.errors import NetagentError, SourceError
+from netagent.model import KernelVersion
+from netagent.parse.kernel import parse_release
 
 
 class ProcFS:
@@ -39,3 +41,10 @@ class ProcFS:
     def sysctl(self, name: str) -> int:
         """``net.ipv4.neigh.default.gc_thresh3`` -> the integer in ``/proc/sys/...``."""
         return self.read_int("sys/" + name.replace(".", "/"))
+
+    def kernel(self) -> KernelVersion:
+        """The running kernel (``osrelease`` under this root, else ``uname -r``)."""
+        try:
+            return parse_release(self.read_text("sys/kernel/osrelease"))
+        except NetagentError:
+            return parse_release(os.uname().release)
