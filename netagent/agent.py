@@ -81,6 +81,7 @@ class Agent:
         self._previous: dict[str, Any] = {}  # source -> the success before that
         self._errors: dict[str, str] = {}  # source -> why its latest collection failed
         self._totals: dict[str, Any] = {}  # source -> running totals (see SOURCE_TOTALS)
+        self._checks: dict[str, tuple[CheckResult, ...]] = {}  # source -> its checks' verdicts
         self._state = AgentState()
 
     # -- what the HTTP threads read ------------------------------------------------------
@@ -166,22 +167,33 @@ class Agent:
         sources = dict(self._state.sources)
         sources[name] = SourceState(name=name, run=run, observation=observation,
                                     totals=self._totals.get(name))
-        checks = self._evaluate(sources)
+        checks = self._evaluate(sources, changed=name)
         self._log_checks(self._state.checks, checks)
         self._state = AgentState(sources=sources, checks=checks)
 
-    def _evaluate(self, sources: Mapping[str, SourceState]) -> tuple[CheckResult, ...]:
+    def _evaluate(self, sources: Mapping[str, SourceState], *,
+                  changed: str) -> tuple[CheckResult, ...]:
+        """Judge again only what the ``changed`` source feeds; keep the other verdicts.
+
+        A collection of one source cannot change another source's checks unless they read
+        it (``registry.INPUTS``): re-running every check after every collection would
+        repeat, say, the 1,000-peer overlay analysis after each DNS round.
+        """
         # Only sources collected at least once are judged: before its first collection a
         # source has no check rather than an "unknown" that would only mean "starting".
         baseline = {n: self._previous[n] for n in self._latest if n in self._previous}
         obs = Observations(current=dict(self._latest), baseline=baseline,
                            errors=dict(self._errors))
         names = [n for n in self.sources if n in sources]
-        try:
-            return tuple(registry.evaluate(obs, self.config, sources=names))
-        except Exception:  # a check bug keeps the previous verdicts rather than none
-            log.exception("checks failed; keeping the previous results")
-            return self._state.checks
+        for source in names:
+            if source in self._checks and changed not in registry.inputs(source):
+                continue
+            try:
+                self._checks[source] = tuple(registry.evaluate(obs, self.config,
+                                                               sources=[source]))
+            except Exception:  # a check bug keeps the previous verdicts rather than none
+                log.exception("checks of %s failed; keeping the previous results", source)
+        return tuple(check for source in names for check in self._checks.get(source, ()))
 
     # -- one log line per change ----------------------------------------------------------
     def _log_source(self, run: SourceRun, before: SourceRun | None) -> None:

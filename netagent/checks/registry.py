@@ -21,6 +21,20 @@ CHECKS: dict[str, Evaluator] = {
 }
 
 
+# source -> every source whose observation its checks read (besides its own)
+READS_ALSO: dict[str, frozenset[str]] = {
+    "neighbours": frozenset({"cluster"}),  # capacity from the node count
+    "overlay": frozenset({"cluster"}),  # expected peers
+    "dns": frozenset({"conntrack"}),  # insert_failed growth in the same round
+    "cluster": frozenset({"overlay"}),  # a cluster check of its own only without overlay
+}
+
+
+def inputs(source: str) -> frozenset[str]:
+    """The sources whose observations the checks of ``source`` read."""
+    return READS_ALSO.get(source, frozenset()) | {source}
+
+
 def cluster_nodes(obs: Observations, config: Config) -> int | None:
     """The cluster's node count: the ``cluster`` source's reading when it ran (the API, or
     the configuration when the API could not be read), else ``nodes:``/``--nodes``."""

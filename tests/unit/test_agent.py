@@ -330,3 +330,31 @@ def test_every_source_has_an_interval() -> None:
     assert {f.name for f in dataclasses.fields(intervals)} == set(SOURCE_NAMES)
     assert intervals.neighbours == intervals.conntrack == intervals.overlay == 15
     assert intervals.dns == 30 and intervals.cluster == 30  # the API: cluster.poll_seconds
+
+
+def test_a_collection_rejudges_only_the_checks_that_read_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from netagent.checks import registry
+
+    clock = FakeClock()
+    agent = Agent({"neighbours": RecordedNeighbours(clock), "dns": Probe(clock)}, config(),
+                  clock=clock, wait=clock.wait)
+    agent.collect_one("neighbours")
+    agent.collect_one("dns")
+    judged: list[list[str]] = []
+    real = registry.evaluate
+
+    def spy(obs: Any, cfg: Config, *, sources: Any) -> Any:
+        judged.append(list(sources))
+        return real(obs, cfg, sources=sources)
+
+    monkeypatch.setattr(registry, "evaluate", spy)
+    agent.collect_one("dns")
+    assert judged == [["dns"]]  # the neighbour checks do not read the dns source
+    judged.clear()
+    agent.collect_one("neighbours")
+    assert judged == [["neighbours"]]
+    # the neighbour verdicts are still reported beside the dns ones
+    assert {c.id for c in agent.state().checks} >= {"neighbour.ipv4", "neighbour.ipv6"}
+    assert registry.inputs("dns") == {"dns", "conntrack"}
+    assert registry.inputs("conntrack") == {"conntrack"}
