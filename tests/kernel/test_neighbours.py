@@ -134,7 +134,9 @@ def test_filling_to_85_percent_warns(lab: Lab, default_limits: None) -> None:
     assert code == 3
     assert "cannot tell" in v4["summary"]
     assert v4["evidence"]["namespaces_unreadable"] >= 1
-    assert v4["observed"]["at_most"] >= target
+    # Nothing adds entries to the lab, so its count afterwards is a floor for the count the
+    # check saw; entries elsewhere (the host's) may expire meanwhile, so `target` is not.
+    assert v4["observed"]["at_most"] >= lab.count_neighbours()
 
 
 def test_overflowing_gc_thresh3_is_critical(lab: Lab, default_limits: None) -> None:
