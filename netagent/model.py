@@ -93,19 +93,18 @@ FAMILIES = ("ipv4", "ipv6")
 STAT_FILE = {"ipv4": "arp_cache", "ipv6": "ndisc_cache"}
 
 
-class NeighbourEntry(NamedTuple):
-    """The fields of one RTM_NEWNEIGH message that netagent needs (see parse.netlink).
+class NeighbourKey(NamedTuple):
+    """What the GC rules look at in one neighbour entry (see parse.neighbours).
 
-    A NamedTuple rather than a dataclass: tables hold 100,000 of these and a tuple is the
-    cheapest record Python builds.
+    A dump is tallied by these keys, so a table of any size folds into a handful of them.
     """
 
     ifindex: int
     state: int  # NUD_* bit
     flags: int  # NTF_* bits of ndm_flags
     flags_ext: int  # NTF_EXT_* bits of NDA_FLAGS_EXT (Linux 5.16+), else 0
-    refcnt: int | None  # ndm_refcnt from NDA_CACHEINFO: references minus one
-    updated_ticks: int | None  # ndm_updated: age in USER_HZ ticks
+    referenced: bool | None  # ndm_refcnt > 0 (NDA_CACHEINFO); None without cache info
+    recently_updated: bool | None  # ndm_updated within forced GC's 5 s; None likewise
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,10 @@ Everything else is *unreclaimable*: when those alone reach gc_thresh3, allocatio
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from netagent.model import KernelVersion, NamespaceNeighbours, NeighbourEntry
+from netagent.model import KernelVersion, NamespaceNeighbours, NeighbourKey
 from netagent.parse.netlink import (
     NTF_EXT_EXT_VALIDATED,
     NTF_EXT_FLAGS,
@@ -28,10 +28,13 @@ from netagent.parse.netlink import (
     NUD_NOARP,
     NUD_PERMANENT,
     NUD_STATES,
+    NeighbourTally,
 )
 
 USER_HZ = 100  # ndm_* ages are clock_t (jiffies_to_clock_t), always in USER_HZ
-FORCED_GC_MIN_AGE_TICKS = 5 * USER_HZ  # neigh_forced_gc: "updated within the last 5 s"
+# neigh_forced_gc spares entries updated within the last 5 s: the NeighbourKey field
+# ``recently_updated`` is ``ndm_updated <= RECENT_TICKS``.
+RECENT_TICKS = 5 * USER_HZ
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,7 @@ class GcRule:
                     "against gc_thresh")
         return "Linux < 5.0: every entry, PERMANENT included, counts against gc_thresh"
 
-    def counts(self, entry: NeighbourEntry) -> bool:
+    def counts(self, entry: NeighbourKey) -> bool:
         if not self.exempt_permanent_and_external:
             return True
         return not (
@@ -59,64 +62,48 @@ class GcRule:
             or entry.flags_ext & NTF_EXT_EXT_VALIDATED
         )
 
-    def reclaimable(self, entry: NeighbourEntry) -> bool:
+    def reclaimable(self, entry: NeighbourKey) -> bool:
         """Whether forced GC could free this (counted) entry now.
 
         Without NDA_CACHEINFO the reference count is unknown; such an entry is taken as
         reclaimable so the unreclaimable figure never overstates pressure.
         """
-        if entry.refcnt is None:
+        if entry.referenced is None:
             return True
-        if entry.refcnt > 0:
+        if entry.referenced:
             return False
         if not self.exempt_permanent_and_external:
             return not entry.state & NUD_PERMANENT
         if entry.state & (NUD_FAILED | NUD_NOARP):
             return True
-        return entry.updated_ticks is None or entry.updated_ticks > FORCED_GC_MIN_AGE_TICKS
+        return not entry.recently_updated
 
 
 def state_name(state: int) -> str:
     return NUD_STATES.get(state, f"0x{state:02x}")
 
 
-def flag_names(entry: NeighbourEntry) -> list[str]:
+def flag_names(entry: NeighbourKey) -> list[str]:
     names = [name for bit, name in NTF_FLAGS.items() if entry.flags & bit]
     names += [name for bit, name in NTF_EXT_FLAGS.items() if entry.flags_ext & bit]
     return names
 
 
 def count_namespace(
-    entries: Iterable[NeighbourEntry],
+    tally: NeighbourTally,
     *,
     namespace: str,
     rule: GcRule,
     link_names: Mapping[int, str],
 ) -> NamespaceNeighbours:
-    """Fold one namespace's entries into counts by state, device and flag.
-
-    Entries are first tallied by their distinct field combinations (a handful of keys for a
-    table of any size), then the per-key counts are expanded, so the per-entry cost is one
-    dictionary update.
-    """
-    # Tally only what the rules look at (referenced or not; updated more than 5 s ago or
-    # not), then apply the rules once per distinct key instead of once per entry.
-    tally: Counter[tuple[int, int, int, int, bool | None, bool | None]] = Counter()
-    gc_age = FORCED_GC_MIN_AGE_TICKS
-    for e in entries:
-        tally[(e.ifindex, e.state, e.flags, e.flags_ext,
-               None if e.refcnt is None else e.refcnt > 0,
-               None if e.updated_ticks is None else e.updated_ticks > gc_age)] += 1
+    """Fold one namespace's tally (entries by NeighbourKey, ``parse.netlink.tally_neighbours``)
+    into counts by state, device and flag, applying the rules once per distinct key."""
     total = counted = unreclaimable = 0
     by_state: Counter[str] = Counter()
     by_device: Counter[str] = Counter()
     by_flag: Counter[str] = Counter()
-    for (ifindex, state, flags, flags_ext, referenced, old), n in tally.items():
-        entry = NeighbourEntry(
-            ifindex, state, flags, flags_ext,
-            refcnt=None if referenced is None else int(referenced),
-            updated_ticks=None if old is None else (gc_age + 1 if old else 0),
-        )
+    for fields, n in tally.items():
+        entry = NeighbourKey(*fields)
         total += n
         if rule.counts(entry):
             counted += n

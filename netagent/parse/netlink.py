@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import os
 import struct
+from collections import Counter
 from collections.abc import Iterator
 from typing import NamedTuple
 
 from netagent.errors import NetagentError
-from netagent.model import NeighbourEntry
 
 # include/uapi/linux/netlink.h
 NLMSG_NOOP = 1
@@ -89,15 +89,34 @@ _U32 = struct.Struct("=I")
 _CACHEINFO = struct.Struct("=IIII")  # confirmed, used, updated, refcnt
 
 # The layout neigh_fill_info() produces for nearly every entry: NDA_DST, NDA_LLADDR (6-byte
-# MAC, padded to 12), NDA_PROBES, NDA_CACHEINFO, and nothing after it. One unpack reads
-# ifindex, state, flags, both attribute headers and the cache info; a message of another
-# length, or whose headers do not match, takes the general attribute walk below.
-# message length -> struct (skipping nlmsghdr, ndmsg family/pads, NDA_DST and NDA_LLADDR)
-_COMMON_LAYOUTS = {
-    76: struct.Struct("=20xiHBx20xHH4xHHIIII"),  # IPv4: NDA_DST 8 bytes
-    88: struct.Struct("=20xiHBx32xHH4xHHIIII"),  # IPv6: NDA_DST 20 bytes
-}
+# MAC, padded to 12), NDA_PROBES, NDA_CACHEINFO, and nothing after it.
 _NDA_PROBES = 4
+_PROBES_HEADER = 8 | _NDA_PROBES << 16  # rta_len | rta_type, read as one native u32
+_CACHEINFO_HEADER = 20 | NDA_CACHEINFO << 16
+
+
+class _Layout(NamedTuple):
+    """Where the fields sit in a message of the common layout, in 32-bit words."""
+
+    words: int  # message length / 4
+    probes_header: int
+    cacheinfo_header: int  # ndm_updated is 3 words after it, ndm_refcnt 4
+
+
+# message length -> layout. Word 5 is ndm_ifindex, word 6 ndm_state | ndm_flags << 16.
+_COMMON_LAYOUTS = {
+    76: _Layout(19, 12, 14),  # IPv4: NDA_DST is 8 bytes
+    88: _Layout(22, 15, 17),  # IPv6: NDA_DST is 20 bytes
+}
+# Per message of a common layout, one unpack from the message start: ifindex, state, flags,
+# the two attribute headers and the cache info.
+_COMMON_UNPACK = {
+    76: struct.Struct("=20xiHBx20xI4xIIIII").unpack_from,
+    88: struct.Struct("=20xiHBx32xI4xIIIII").unpack_from,
+}
+
+# (ifindex, state, flags, flags_ext, referenced, recently updated): see NeighbourKey
+NeighbourTally = Counter[tuple[int, int, int, int, bool | None, bool | None]]
 
 
 class Link(NamedTuple):
@@ -180,41 +199,79 @@ def chunk_status(buf: bytes) -> DumpChunk:
     return DumpChunk(done=done, interrupted=interrupted)
 
 
-def decode_neighbours(buf: bytes) -> list[NeighbourEntry]:
-    """The RTM_NEWNEIGH messages of one received chunk, as ``NeighbourEntry`` tuples.
+def tally_neighbours(buf: bytes, tally: NeighbourTally, *, recent_ticks: int) -> DumpChunk:
+    """Add the RTM_NEWNEIGH messages of one received chunk to ``tally``, by NeighbourKey.
 
-    This is the hot loop of a neighbour dump: one pass, no generator per message, and only
-    NDA_CACHEINFO and NDA_FLAGS_EXT are looked at among the attributes.
+    ``recent_ticks``: an entry whose ``ndm_updated`` is at most this is "recently updated".
+    Returns whether the chunk ends the dump and whether the kernel flagged it interrupted;
+    NLMSG_ERROR with an error raises ``NetlinkError``.
+
+    This is the hot loop of a neighbour dump. A chunk of a full table is a run of a few
+    hundred messages of one common layout: those are checked and counted column by column,
+    through strided views of the chunk (``memoryview`` slices with a step), so the loop over
+    entries runs inside ``Counter``, not in Python bytecode. Any other chunk, and what
+    follows the run (the NLMSG_DONE), is walked message by message.
     """
-    out: list[NeighbourEntry] = []
-    append = out.append
+    interrupted = False
+    offset = 0
+    length = _u32(buf, 0) if len(buf) >= 4 else 0
+    layout = _COMMON_LAYOUTS.get(length)
+    if layout is not None:
+        run = len(buf) // length
+        w = memoryview(buf)[:run * length].cast("I")
+        step = layout.words
+        headers = set(w[1::step])  # nlmsg_type | nlmsg_flags << 16
+        if (set(w[0::step]) == {length}
+                and {h & 0xFFFF for h in headers} == {RTM_NEWNEIGH}
+                and set(w[layout.probes_header::step]) == {_PROBES_HEADER}
+                and set(w[layout.cacheinfo_header::step]) == {_CACHEINFO_HEADER}):
+            interrupted = any(h >> 16 & NLM_F_DUMP_INTR for h in headers)
+            updated = layout.cacheinfo_header + 3
+            columns: Counter[tuple[int, int, bool, bool]] = Counter(zip(
+                w[5::step],  # ndm_ifindex
+                w[6::step],  # ndm_state | ndm_flags << 16 | ndm_type << 24
+                map(bool, w[updated + 1::step]),  # ndm_refcnt > 0
+                map(recent_ticks.__ge__, w[updated::step]),  # ndm_updated <= recent_ticks
+                strict=True,
+            ))
+            for (ifindex, word, referenced, recent), n in columns.items():
+                tally[(ifindex, word & 0xFFFF, word >> 16 & 0xFF, 0, referenced, recent)] += n
+            offset = run * length
+    done, rest_interrupted = _tally_messages(buf, offset, tally, recent_ticks)
+    return DumpChunk(done=done, interrupted=interrupted or rest_interrupted)
+
+
+def _tally_messages(buf: bytes, offset: int, tally: NeighbourTally,
+                    recent_ticks: int) -> tuple[bool, bool]:
+    """``tally_neighbours`` one message at a time, from ``offset``: (done, interrupted)."""
+    done = interrupted = False
     hdr_unpack = _NLMSGHDR.unpack_from
     nd_unpack = _NDMSG.unpack_from
     rta_unpack = _RTATTR.unpack_from
     ci_unpack = _CACHEINFO.unpack_from
-    u32_unpack = _U32.unpack_from
     hdr_size = _NLMSGHDR.size
     nd_size = _NDMSG.size
-    common = {length: layout.unpack_from for length, layout in _COMMON_LAYOUTS.items()}
-    offset, size = 0, len(buf)
+    size = len(buf)
     while offset + hdr_size <= size:
-        length, msg_type, _flags, _seq, _pid = hdr_unpack(buf, offset)
+        length, msg_type, msg_flags, _seq, _pid = hdr_unpack(buf, offset)
         if length < hdr_size or offset + length > size:
             raise NetagentError(f"truncated netlink message at byte {offset}")
-        end = offset + length
-        fast = common.get(length) if msg_type == RTM_NEWNEIGH else None
-        if fast is not None:
-            (ifindex, state, flags, probes_len, probes_type, ci_len, ci_type, _conf, _used,
-             updated, refcnt) = fast(buf, offset)
-            if (probes_len == 8 and probes_type == _NDA_PROBES and ci_len == 20
-                    and ci_type == NDA_CACHEINFO):
-                append(NeighbourEntry(ifindex, state, flags, 0, refcnt, updated))
-                offset += (length + 3) & ~3
-                continue
+        if msg_flags & NLM_F_DUMP_INTR:
+            interrupted = True
         if msg_type == RTM_NEWNEIGH:
+            common = _COMMON_UNPACK.get(length)
+            if common is not None:
+                (ifindex, state, flags, probes_header, cacheinfo_header, _conf, _used, updated,
+                 refcnt) = common(buf, offset)
+                if (probes_header == _PROBES_HEADER
+                        and cacheinfo_header == _CACHEINFO_HEADER):
+                    tally[(ifindex, state, flags, 0, refcnt > 0, updated <= recent_ticks)] += 1
+                    offset += (length + 3) & ~3
+                    continue
             _fam, _p1, _p2, ifindex, state, flags, _type = nd_unpack(buf, offset + hdr_size)
-            refcnt = updated = None
+            referenced = recent = None
             flags_ext = 0
+            end = offset + length
             attr = offset + hdr_size + nd_size
             while attr + 4 <= end:
                 alen, atype = rta_unpack(buf, attr)
@@ -223,16 +280,25 @@ def decode_neighbours(buf: bytes) -> list[NeighbourEntry]:
                 atype &= 0x3FFF
                 if atype == NDA_CACHEINFO and alen >= 20:
                     _conf, _used, updated, refcnt = ci_unpack(buf, attr + 4)
+                    referenced, recent = refcnt > 0, updated <= recent_ticks
                 elif atype == NDA_FLAGS_EXT and alen >= 8:
-                    (flags_ext,) = u32_unpack(buf, attr + 4)
+                    flags_ext = _u32(buf, attr + 4)
                 attr += (alen + 3) & ~3
-            append(NeighbourEntry(ifindex, state, flags, flags_ext, refcnt, updated))
+            tally[(ifindex, state, flags, flags_ext, referenced, recent)] += 1
+        elif msg_type == NLMSG_DONE:
+            done = True
         elif msg_type == NLMSG_ERROR:
             (error,) = struct.unpack_from("=i", buf, offset + hdr_size)
             if error:
                 raise NetlinkError(-error)
+            done = True  # an acknowledgement ends the exchange
         offset += (length + 3) & ~3
-    return out
+    return done, interrupted
+
+
+def _u32(buf: bytes, offset: int) -> int:
+    value: int = _U32.unpack_from(buf, offset)[0]
+    return value
 
 
 def decode_links(buf: bytes) -> list[Link]:

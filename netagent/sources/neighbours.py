@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable
+from functools import partial
 
 from netagent.errors import SourceError
 from netagent.model import (
@@ -16,19 +18,19 @@ from netagent.model import (
     STAT_FILE,
     KernelVersion,
     NamespaceNeighbours,
-    NeighbourEntry,
     NeighbourLimits,
     NeighbourObservation,
     NeighbourSnapshot,
     NeighbourStats,
     NeighbourTable,
 )
-from netagent.parse.neighbours import GcRule, count_namespace
+from netagent.parse.neighbours import RECENT_TICKS, GcRule, count_namespace
 from netagent.parse.netlink import (
+    NeighbourTally,
     decode_links,
-    decode_neighbours,
     link_dump_request,
     neighbour_dump_request,
+    tally_neighbours,
 )
 from netagent.parse.procstat import parse_percpu_table
 from netagent.sources import netns
@@ -170,13 +172,8 @@ class NeighbourSource:
         for attempt in (1, 2):
             dump = Dump(sock, neighbour_dump_request(family, seq=next_seq()),
                         what=f"{family} neighbours in {ns.name}")
-            count = count_namespace(_entries(dump), namespace=ns.name, rule=rule,
-                                    link_names=names)
+            tally: NeighbourTally = Counter()
+            dump.consume(partial(tally_neighbours, tally=tally, recent_ticks=RECENT_TICKS))
             if not dump.interrupted or attempt == 2:
-                return count
+                return count_namespace(tally, namespace=ns.name, rule=rule, link_names=names)
         raise AssertionError("unreachable")
-
-
-def _entries(dump: Dump) -> Iterator[NeighbourEntry]:
-    for chunk in dump.chunks():
-        yield from decode_neighbours(chunk)

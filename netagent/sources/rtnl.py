@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import itertools
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from netagent.errors import SourceError
-from netagent.parse.netlink import NetlinkError, chunk_status
+from netagent.parse.netlink import DumpChunk, NetlinkError, chunk_status
 
 _RECV_SIZE = 1 << 20  # the kernel fills at most ~32 KiB per dump chunk; one buffer fits any
 _MAX_CHUNKS = 1_000_000  # a bound on the loop, far above any real table
@@ -38,6 +38,16 @@ class Dump:
         self.interrupted = False
 
     def chunks(self) -> Iterator[bytes]:
+        """Each chunk as received, for the caller to decode."""
+        return self._receive(chunk_status)
+
+    def consume(self, read: Callable[[bytes], DumpChunk]) -> None:
+        """Hand each chunk to ``read``, a decoder that also tells where the dump ends (saving
+        the separate walk over the message headers that ``chunks()`` makes)."""
+        for _chunk in self._receive(read):
+            pass
+
+    def _receive(self, read: Callable[[bytes], DumpChunk]) -> Iterator[bytes]:
         sock, what = self._sock, self._what
         try:
             sock.settimeout(self._timeout)
@@ -46,7 +56,7 @@ class Dump:
             for _ in range(_MAX_CHUNKS):
                 n = sock.recv_into(buf)
                 chunk = bytes(buf[:n])
-                status = chunk_status(chunk)
+                status = read(chunk)
                 self.interrupted = self.interrupted or status.interrupted
                 yield chunk
                 if status.done:

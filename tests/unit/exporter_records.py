@@ -13,8 +13,8 @@ from collections import Counter
 from pathlib import Path
 
 from netagent.model import NeighbourSnapshot, NeighbourTable
-from netagent.parse.neighbours import GcRule, count_namespace
-from netagent.parse.netlink import decode_links, decode_neighbours
+from netagent.parse.neighbours import RECENT_TICKS, GcRule, count_namespace
+from netagent.parse.netlink import NeighbourTally, decode_links, tally_neighbours
 from netagent.sources.neighbours import NeighbourSource
 
 HERE = Path(__file__).resolve().parent.parent / "fixtures" / "exporter"
@@ -29,7 +29,9 @@ def snapshot(*, monotonic: float = 100.0) -> NeighbourSnapshot:
              for link in decode_links((HERE / "node-links.bin").read_bytes())}
     families = {}
     for family, obs in base.families.items():
-        entries = decode_neighbours((HERE / f"node-neigh-{family}.bin").read_bytes())
+        entries: NeighbourTally = Counter()
+        tally_neighbours((HERE / f"node-neigh-{family}.bin").read_bytes(), entries,
+                         recent_ticks=RECENT_TICKS)
         counted = count_namespace(entries, namespace=NAMESPACE,
                                   rule=GcRule.for_kernel(obs.kernel), link_names=links)
         table = NeighbourTable(family=family, namespaces=(counted,), namespaces_read=1,

@@ -6,19 +6,20 @@ state, `ref`, the `updated` age and `extern_learn`.
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
-from netagent.model import KernelVersion
+from netagent.model import KernelVersion, NeighbourKey
 from netagent.parse.neighbours import GcRule, count_namespace
-from netagent.parse.netlink import decode_links, decode_neighbours
-from tests.unit.test_netlink import parse_ip_s_neigh
+from netagent.parse.netlink import NeighbourTally, decode_links
+from tests.unit.test_netlink import parse_ip_s_neigh, tally
 
 NEW = KernelVersion("6.18.44", 6, 18, 44)
 OLD = KernelVersion("4.19.0-25-amd64", 4, 19, 0)
 
 
-def load(fixtures: Path) -> tuple[list, dict[int, str], list[dict[str, object]]]:
-    entries = decode_neighbours((fixtures / "netlink" / "neigh-ipv4.bin").read_bytes())
+def load(fixtures: Path) -> tuple[NeighbourTally, dict[int, str], list[dict[str, object]]]:
+    entries = tally((fixtures / "netlink" / "neigh-ipv4.bin").read_bytes())
     names = {link.ifindex: link.name
              for link in decode_links((fixtures / "netlink" / "links.bin").read_bytes())}
     rows = [r for r in parse_ip_s_neigh((fixtures / "netlink" / "neigh.ip-s-neigh.txt")
@@ -52,20 +53,21 @@ def test_before_linux_5_every_entry_counts(fixtures: Path) -> None:
 
 
 def test_referenced_and_recent_entries_are_unreclaimable() -> None:
-    from netagent.model import NeighbourEntry
-
     rule = GcRule.for_kernel(NEW)
-    stale_old = NeighbourEntry(2, 0x04, 0, 0, refcnt=0, updated_ticks=900)
-    stale_new = NeighbourEntry(2, 0x04, 0, 0, refcnt=0, updated_ticks=100)
-    failed_new = NeighbourEntry(2, 0x20, 0, 0, refcnt=0, updated_ticks=100)
-    held = NeighbourEntry(2, 0x04, 0, 0, refcnt=2, updated_ticks=900)
-    validated = NeighbourEntry(2, 0x04, 0, 0x04, refcnt=0, updated_ticks=900)
+    stale_old = NeighbourKey(2, 0x04, 0, 0, referenced=False, recently_updated=False)
+    stale_new = NeighbourKey(2, 0x04, 0, 0, referenced=False, recently_updated=True)
+    failed_new = NeighbourKey(2, 0x20, 0, 0, referenced=False, recently_updated=True)
+    held = NeighbourKey(2, 0x04, 0, 0, referenced=True, recently_updated=False)
+    validated = NeighbourKey(2, 0x04, 0, 0x04, referenced=False, recently_updated=False)
+    no_cacheinfo = NeighbourKey(2, 0x04, 0, 0, referenced=None, recently_updated=None)
     assert rule.reclaimable(stale_old)
     assert not rule.reclaimable(stale_new)
     assert rule.reclaimable(failed_new)
     assert not rule.reclaimable(held)
     assert not rule.counts(validated)
-    ns = count_namespace([stale_old, stale_new, failed_new, held, validated], namespace="x",
-                         rule=rule, link_names={})
-    assert (ns.total, ns.counted, ns.unreclaimable) == (5, 4, 2)
-    assert ns.by_device == {"if2": 5}
+    assert rule.reclaimable(no_cacheinfo)  # never overstate the pressure
+    entries: NeighbourTally = Counter({stale_old: 3, stale_new: 1, failed_new: 1, held: 1,
+                                       validated: 1})
+    ns = count_namespace(entries, namespace="x", rule=rule, link_names={})
+    assert (ns.total, ns.counted, ns.unreclaimable) == (7, 6, 2)
+    assert ns.by_device == {"if2": 7}
