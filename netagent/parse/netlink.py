@@ -2,8 +2,9 @@
 
 pyroute2 decodes every attribute of every message into nested Python objects; on a table of
 50,000 neighbours that costs seconds and hundreds of megabytes (DESIGN.md §2). A neighbour
-dump needs five fixed header fields and two attributes, so this module walks the raw bytes
-with ``struct`` and builds one small tuple per entry. Layouts are from
+dump needs five fixed header fields and two attributes, so this module reads the raw bytes
+with ``struct`` and strided ``memoryview`` columns and only tallies the entries (no record
+per entry). Layouts are from
 ``include/uapi/linux/{netlink,rtnetlink,neighbour,if_link}.h``.
 """
 
