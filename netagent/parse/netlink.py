@@ -87,6 +87,7 @@ _NDMSG = struct.Struct("=BBHiHBB")  # family, pad1, pad2, ifindex, state, flags,
 _IFINFOMSG = struct.Struct("=BBHiII")  # family, pad, type, index, flags, change
 _RTATTR = struct.Struct("=HH")
 _U32 = struct.Struct("=I")
+_I32 = struct.Struct("=i")
 _CACHEINFO = struct.Struct("=IIII")  # confirmed, used, updated, refcnt
 
 # The layout neigh_fill_info() produces for nearly every entry: NDA_DST, NDA_LLADDR (6-byte
@@ -167,9 +168,7 @@ def iter_messages(buf: bytes) -> Iterator[tuple[int, int, int, int]]:
         if length < _NLMSGHDR.size or offset + length > size:
             raise NetagentError(f"truncated netlink message at byte {offset}")
         if msg_type == NLMSG_ERROR:
-            (error,) = struct.unpack_from("=i", buf, offset + _NLMSGHDR.size)
-            if error:
-                raise NetlinkError(-error)
+            _raise_on_error(buf, offset)
         elif msg_type != NLMSG_NOOP:
             yield msg_type, flags, offset + _NLMSGHDR.size, offset + length
         offset += (length + 3) & ~3
@@ -192,9 +191,7 @@ def chunk_status(buf: bytes) -> DumpChunk:
         if msg_type == NLMSG_DONE:
             done = True
         elif msg_type == NLMSG_ERROR:
-            (error,) = struct.unpack_from("=i", buf, offset + 16)
-            if error:
-                raise NetlinkError(-error)
+            _raise_on_error(buf, offset)
             done = True  # an acknowledgement ends the exchange
         offset += (length + 3) & ~3
     return DumpChunk(done=done, interrupted=interrupted)
@@ -289,12 +286,17 @@ def _tally_messages(buf: bytes, offset: int, tally: NeighbourTally,
         elif msg_type == NLMSG_DONE:
             done = True
         elif msg_type == NLMSG_ERROR:
-            (error,) = struct.unpack_from("=i", buf, offset + hdr_size)
-            if error:
-                raise NetlinkError(-error)
+            _raise_on_error(buf, offset)
             done = True  # an acknowledgement ends the exchange
         offset += (length + 3) & ~3
     return done, interrupted
+
+
+def _raise_on_error(buf: bytes, offset: int) -> None:
+    """The NLMSG_ERROR message at ``offset``: an error raises, an acknowledgement (0) returns."""
+    (error,) = _I32.unpack_from(buf, offset + _NLMSGHDR.size)
+    if error:
+        raise NetlinkError(-error)
 
 
 def _u32(buf: bytes, offset: int) -> int:
