@@ -188,11 +188,8 @@ def chunk_status(buf: bytes) -> DumpChunk:
             raise NetagentError(f"malformed netlink message at byte {offset}")
         if flags & NLM_F_DUMP_INTR:
             interrupted = True
-        if msg_type == NLMSG_DONE:
+        if _ends_dump(buf, offset, msg_type):
             done = True
-        elif msg_type == NLMSG_ERROR:
-            _raise_on_error(buf, offset)
-            done = True  # an acknowledgement ends the exchange
         offset += (length + 3) & ~3
     return DumpChunk(done=done, interrupted=interrupted)
 
@@ -283,13 +280,19 @@ def _tally_messages(buf: bytes, offset: int, tally: NeighbourTally,
                     flags_ext = _u32(buf, attr + 4)
                 attr += (alen + 3) & ~3
             tally[(ifindex, state, flags, flags_ext, referenced, recent)] += 1
-        elif msg_type == NLMSG_DONE:
+        elif _ends_dump(buf, offset, msg_type):
             done = True
-        elif msg_type == NLMSG_ERROR:
-            _raise_on_error(buf, offset)
-            done = True  # an acknowledgement ends the exchange
         offset += (length + 3) & ~3
     return done, interrupted
+
+
+def _ends_dump(buf: bytes, offset: int, msg_type: int) -> bool:
+    """Whether the message at ``offset`` ends the dump: NLMSG_DONE, or an NLMSG_ERROR
+    acknowledgement. An NLMSG_ERROR carrying an error raises ``NetlinkError``."""
+    if msg_type == NLMSG_ERROR:
+        _raise_on_error(buf, offset)
+        return True
+    return msg_type == NLMSG_DONE
 
 
 def _raise_on_error(buf: bytes, offset: int) -> None:
