@@ -27,10 +27,10 @@ from typing import Any
 
 from netagent import __version__
 from netagent.checks import registry
-from netagent.config import Config
+from netagent.config import Config, parse_listen
 from netagent.errors import NetagentError
 from netagent.exporter.collector import SOURCE_TOTALS, Fold
-from netagent.exporter.server import HttpServer, make_app, make_registry, parse_listen
+from netagent.exporter.server import HttpServer, make_app, make_registry
 from netagent.exporter.state import AgentState, SourceState
 from netagent.model import CheckResult, Observations, SourceRun, Status
 from netagent.sources import Source
@@ -83,6 +83,7 @@ class Agent:
         self._totals: dict[str, Any] = {}  # source -> running totals (see SOURCE_TOTALS)
         self._checks: dict[str, tuple[CheckResult, ...]] = {}  # source -> its checks' verdicts
         self._state = AgentState()
+        self._bugs_logged: set[tuple[str, str]] = set()
 
     # -- what the HTTP threads read ------------------------------------------------------
     def state(self) -> AgentState:
@@ -138,7 +139,8 @@ class Agent:
         except Exception as err:  # every failure, even a bug, stays inside this source
             error = str(err) or type(err).__name__
             if not isinstance(err, NetagentError | OSError):
-                log.exception("source %s raised an unexpected error", name)
+                error = f"unexpected {type(err).__name__}: {error}"
+                self._log_bug(name, error)
         run = SourceRun(name=name, ok=error is None, duration_seconds=round(
             self.clock() - start, 6), error=error)
         with self._lock:
@@ -196,6 +198,18 @@ class Agent:
         return tuple(check for source in names for check in self._checks.get(source, ()))
 
     # -- one log line per change ----------------------------------------------------------
+    def _log_bug(self, name: str, error: str) -> None:
+        """A bug's traceback once per source and distinct error, not at every interval."""
+        key = (name, error)
+        with self._lock:
+            if key in self._bugs_logged:
+                return
+            if len(self._bugs_logged) >= 100:  # bounded even if every message differs
+                self._bugs_logged.clear()
+            self._bugs_logged.add(key)
+        log.exception("source %s raised an unexpected error", name,
+                      extra={"event": "source_bug", "source": name, "error": error})
+
     def _log_source(self, run: SourceRun, before: SourceRun | None) -> None:
         if before is not None and before.ok == run.ok:
             return

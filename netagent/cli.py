@@ -7,14 +7,15 @@ from the environment as ``NETAGENT_<COMMAND>_<OPTION>`` (click's ``auto_envvar_p
 
 from __future__ import annotations
 
+import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import click
 
 from netagent import __version__
-from netagent.config import Config
+from netagent.config import NODES_RANGE, Config
 from netagent.config import load as load_config
 from netagent.errors import NetagentError
 from netagent.model import Status
@@ -24,10 +25,20 @@ EXIT_UNKNOWN = int(Status.UNKNOWN)
 
 
 def config_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    # The parameter is named ``config`` so that the automatic variable is the obvious
+    # NETAGENT_CHECK_CONFIG / NETAGENT_RUN_CONFIG; NETAGENT_CONFIG works for every command.
     return click.option(
-        "--config", "config_path", type=click.Path(dir_okay=False),
-        help="YAML configuration file (thresholds, headroom, resolvers).",
+        "--config", "config", type=click.Path(dir_okay=False), envvar="NETAGENT_CONFIG",
+        help="YAML configuration file (thresholds, headroom, resolvers) "
+             "[env: NETAGENT_CONFIG].",
     )(func)
+
+
+def _finite(ctx: click.Context, param: click.Parameter, value: float | None
+            ) -> float | None:
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a number of seconds", ctx=ctx, param=param)
+    return value
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -41,14 +52,14 @@ def cli() -> None:
 @click.option("--only", multiple=True, type=click.Choice(SOURCE_NAMES),
               help="Read only this source (repeatable).")
 @config_option
-@click.option("--interval", type=click.FloatRange(0, 3600), default=None,
+@click.option("--interval", type=click.FloatRange(0, 3600), default=None, callback=_finite,
               help="Seconds between the two samples used for rates [default: 2].")
-@click.option("--nodes", type=click.IntRange(1), default=None,
+@click.option("--nodes", type=click.IntRange(*NODES_RANGE), default=None,
               help="Cluster size, when the Kubernetes API cannot be read.")
 @click.option("--kubeconfig", type=click.Path(dir_okay=False), default=None,
               help="kubeconfig for the node list [default: KUBECONFIG, else in-cluster].")
 @click.option("-v", "--verbose", is_flag=True, help="Show evidence and every fix.")
-def check(as_json: bool, only: Sequence[str], config_path: str | None,
+def check(as_json: bool, only: Sequence[str], config: str | None,
           interval: float | None, nodes: int | None, kubeconfig: str | None,
           verbose: bool) -> None:
     """Check this node's tables now and print a report.
@@ -60,14 +71,15 @@ def check(as_json: bool, only: Sequence[str], config_path: str | None,
     from netagent.report import text as text_report
     from netagent.wiring import build_sources
 
-    config = _config(config_path, interval=interval, nodes=nodes)
+    settings = _config(config, interval=interval, nodes=nodes)
     if kubeconfig is not None:
         import dataclasses
 
-        config = dataclasses.replace(
-            config, cluster=dataclasses.replace(config.cluster, kubeconfig=kubeconfig))
-    sources = build_sources(config, only=only)
-    report = runner.check_once(sources, config, interval=config.interval)
+        settings = dataclasses.replace(
+            settings, cluster=dataclasses.replace(settings.cluster, kubeconfig=kubeconfig))
+    sources = build_sources(settings, only=only)
+    _validate_kubeconfig(settings, sources)
+    report = runner.check_once(sources, settings, interval=settings.interval)
     if as_json:
         click.echo(json_report.render(report))
     else:
@@ -83,16 +95,30 @@ def check(as_json: bool, only: Sequence[str], config_path: str | None,
 @config_option
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
               show_default=True, help="One log line per state change, as text or JSON.")
-def run(listen: str | None, config_path: str | None, log_format: str) -> None:
+def run(listen: str | None, config: str | None, log_format: str) -> None:
     """Run as a daemon: collect on a schedule and serve Prometheus metrics.
 
     Stops cleanly on SIGTERM or SIGINT. See it work with `curl -s localhost:9465/metrics`.
     """
     from netagent import agent
 
-    config = _config(config_path)
+    settings = _config(config)
     agent.setup_logging(log_format)
-    agent.serve(config, listen=listen)
+    agent.serve(settings, listen=listen)
+
+
+def _validate_kubeconfig(settings: Config, sources: Mapping[str, Any]) -> None:
+    """A kubeconfig named on the command line or in the configuration that cannot be used
+    is a usage error (exit 3, one line), not a check result."""
+    from netagent.errors import ConfigError, SourceError
+    from netagent.sources.cluster import ClusterSource
+
+    source = sources.get("cluster")
+    if isinstance(source, ClusterSource) and settings.cluster.kubeconfig:
+        try:
+            source.target()
+        except SourceError as err:
+            raise ConfigError(str(err)) from err
 
 
 def _config(path: str | None, **overrides: Any) -> Config:

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import re
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from netagent.errors import ConfigError
+from netagent.loaders import LoadError, load_yaml, read_text, shorten
 
 
 @dataclass(frozen=True)
@@ -117,10 +117,15 @@ class Config:
     dns: DnsConfig = field(default_factory=DnsConfig)
 
 
+# The largest cluster netagent sizes for: far above Kubernetes' tested 5,000 nodes, and the
+# bound on every node count it reads (--nodes, nodes:, the API's remainingItemCount).
+MAX_NODES = 1_000_000
+NODES_RANGE = (1, MAX_NODES)
+
 # (minimum, maximum) for numeric keys, by dotted path
 _RANGES: dict[str, tuple[float, float]] = {
     "interval": (0, 3600),
-    "nodes": (1, 1_000_000),
+    "nodes": NODES_RANGE,
     "thresholds.neighbour.warning_ratio": (0.01, 1.0),
     "thresholds.neighbour.critical_ratio": (0.01, 1.0),
     "thresholds.neighbour.headroom_ratio": (0.05, 0.95),
@@ -152,19 +157,55 @@ _RANGES: dict[str, tuple[float, float]] = {
 }
 
 
+def parse_listen(listen: str) -> tuple[str, int]:
+    """``0.0.0.0:9465``, ``[::]:9465`` or ``:9465`` -> (host, port)."""
+    host, sep, port_text = listen.rpartition(":")
+    if not sep or not (port_text.isascii() and port_text.isdigit()) or not (
+            0 < int(port_text) < 65536):
+        raise ConfigError(f"listen address '{listen}' must be HOST:PORT with a port 1-65535")
+    host = host.strip("[]") or "0.0.0.0"
+    if host != "localhost":
+        try:
+            ipaddress.ip_address(host)
+        except ValueError as err:
+            raise ConfigError(f"listen address '{listen}': '{host}' is not an IP address"
+                              ) from err
+    return host, int(port_text)
+
+
+# A DNS name as a resolver takes it (RFC 1035 2.3.4): labels of 1-63 octets, 255 in all on
+# the wire (253 characters written out, plus the root's dot).
+_LABEL = re.compile(r"^[A-Za-z0-9_*](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$")
+
+
+def dns_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be put in a query, or None."""
+    if not name or name == ".":
+        return "an empty name"
+    if len(name.rstrip(".")) > 253:
+        return "longer than 253 characters"
+    labels = name[:-1].split(".") if name.endswith(".") else name.split(".")
+    for label in labels:
+        if not label:
+            return "an empty label (two dots in a row, or a leading dot)"
+        if len(label) > 63:
+            return f"a label longer than 63 characters ({shorten(label, 20)})"
+        if not _LABEL.match(label):
+            return f"a label with characters DNS names do not hold ({shorten(label, 20)})"
+    return None
+
+
 def load(path: str | Path | None) -> Config:
     """Read a YAML file; ``None`` gives the defaults."""
     if path is None:
         return Config()
     path = Path(path)
     try:
-        text = path.read_text()
-    except OSError as err:
+        data = load_yaml(read_text(path, what="configuration"), where=str(path))
+    except FileNotFoundError as err:
         raise ConfigError(f"{path}: cannot read: {err.strerror}") from err
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    except LoadError as err:
+        raise ConfigError(str(err)) from err
     if data is None:
         data = {}
     config: Config = build(Config, data, where=str(path))
@@ -180,7 +221,7 @@ def build(cls: type[Any], data: Any, *, where: str, prefix: str = "") -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     for key in data:
         if key not in names:
-            dotted = prefix + str(key)
+            dotted = prefix + shorten(key, 40).strip("'")
             known = ", ".join(sorted(names))
             raise ConfigError(f"{where}: unknown key '{dotted}' (known: {known})")
     values = {}
@@ -207,22 +248,22 @@ def _convert(hint: Any, value: Any, *, where: str, key: str) -> Any:
         return tuple(value)
     if hint is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{where}: '{key}' must be true or false, not {value!r}")
+            raise ConfigError(f"{where}: '{key}' must be true or false, not {shorten(value)}")
         return value
     if hint in (int, float):
         if isinstance(value, bool) or not isinstance(value, int | float) or (
             hint is int and not isinstance(value, int)
         ):
             kind = "an integer" if hint is int else "a number"
-            raise ConfigError(f"{where}: '{key}' must be {kind}, not {value!r}")
+            raise ConfigError(f"{where}: '{key}' must be {kind}, not {shorten(value)}")
         low, high = _RANGES.get(key, (float("-inf"), float("inf")))
         if not low <= value <= high:
             raise ConfigError(f"{where}: '{key}' must be between {low:g} and {high:g}, "
-                              f"not {value!r}")
+                              f"not {shorten(value)}")
         return hint(value)
     if hint is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{where}: '{key}' must be a string, not {value!r}")
+            raise ConfigError(f"{where}: '{key}' must be a string, not {shorten(value)}")
         return value
     raise ConfigError(f"{where}: '{key}': unsupported setting type {hint!r}")
 
@@ -241,8 +282,17 @@ def _cross_checks(config: Config, *, where: str) -> None:
                 if value:
                     ipaddress.ip_address(value)
             except ValueError as err:
-                raise ConfigError(f"{where}: 'dns.{key}': {value!r} is not an IP address"
-                                  ) from err
+                raise ConfigError(f"{where}: 'dns.{key}': {shorten(value)} is not an IP "
+                                  "address") from err
+    for name in config.dns.names:
+        problem = dns_name_problem(name)
+        if problem:
+            raise ConfigError(f"{where}: 'dns.names': {shorten(name)} is not a DNS name: "
+                              f"{problem}")
+    try:
+        parse_listen(config.agent.listen)
+    except ConfigError as err:
+        raise ConfigError(f"{where}: 'agent.listen': {err}") from err
     n = config.thresholds.neighbour
     if n.warning_ratio >= n.critical_ratio:
         raise ConfigError(f"{where}: 'thresholds.neighbour.warning_ratio' ({n.warning_ratio}) "

@@ -38,6 +38,8 @@ def collect(
             errors[name] = str(err)
         except OSError as err:  # a source that let one through: still not a crash
             errors[name] = f"{type(err).__name__}: {err}"
+        except Exception as err:  # a bug in one source makes its checks unknown, no more
+            errors[name] = f"unexpected {type(err).__name__}: {err}"
         runs.append(SourceRun(name=name, ok=name in current,
                               duration_seconds=round(clock() - start, 6),
                               error=errors.get(name)))

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import socket
 import threading
@@ -27,21 +26,6 @@ log = logging.getLogger(__name__)
 
 StartResponse = Callable[..., Any]
 Environ = dict[str, Any]
-
-
-def parse_listen(listen: str) -> tuple[str, int]:
-    """``0.0.0.0:9465``, ``[::]:9465`` or ``:9465`` -> (host, port)."""
-    host, sep, port_text = listen.rpartition(":")
-    if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ConfigError(f"listen address '{listen}' must be HOST:PORT with a port 1-65535")
-    host = host.strip("[]") or "0.0.0.0"
-    if host != "localhost":
-        try:
-            ipaddress.ip_address(host)
-        except ValueError as err:
-            raise ConfigError(f"listen address '{listen}': '{host}' is not an IP address"
-                              ) from err
-    return host, int(port_text)
 
 
 def make_registry(latest: Callable[[], AgentState], *, config: Config | None = None

@@ -11,13 +11,14 @@ import base64
 import binascii
 import json
 import posixpath
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
+from netagent.config import MAX_NODES
 from netagent.errors import ConfigError, NetagentError
+from netagent.loaders import LoadError, load_yaml, shorten
 from netagent.model import NodePeer
 
 # Metadata only: annotations (flannel's peer addresses) without spec and status. The plain
@@ -91,13 +92,18 @@ def parse_node_page(body: bytes | str) -> NodePage:
     if not isinstance(meta, dict):
         raise KubeAPIError("a list whose 'metadata' is not an object")
     remaining = meta.get("remainingItemCount")
-    if remaining is not None and (not isinstance(remaining, int) or remaining < 0):
-        raise KubeAPIError(f"remainingItemCount {remaining!r} is not a count")
+    if remaining is not None and (isinstance(remaining, bool) or not isinstance(remaining, int)
+                                  or not 0 <= remaining <= MAX_NODES):
+        raise KubeAPIError(f"remainingItemCount {shorten(remaining)} is not a node count "
+                           f"(0 to {MAX_NODES:,})")
+    token = meta.get("continue") or None
+    if token is not None and not isinstance(token, str):
+        raise KubeAPIError(f"metadata.continue {shorten(token)} is not a string")
     return NodePage(
         kind=kind,
         count=len(items),
         peers=tuple(node_peer(item) for item in items),
-        continue_token=meta.get("continue") or None,
+        continue_token=token,
         remaining=remaining,
     )
 
@@ -161,7 +167,7 @@ def error_reason(code: int, body: bytes) -> str:
     """Why a request failed, from the ``Status`` body when the server sent one."""
     try:
         doc = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         doc = None
     if isinstance(doc, dict) and doc.get("kind") == "Status":
         return f"HTTP {code}: {status_message(doc)}"
@@ -172,8 +178,10 @@ def error_reason(code: int, body: bytes) -> str:
 def _json(body: bytes | str) -> dict[str, Any]:
     try:
         doc = json.loads(body)
-    except ValueError as err:
+    except ValueError as err:  # UnicodeDecodeError included
         raise KubeAPIError(f"not JSON: {err}") from err
+    except RecursionError as err:
+        raise KubeAPIError("not JSON netagent reads: nested too deeply") from err
     if not isinstance(doc, dict):
         raise KubeAPIError("not a JSON object")
     return doc
@@ -208,9 +216,9 @@ def parse_kubeconfig(documents: Sequence[tuple[str, str]], *,
     current = context
     for path, text in documents:
         try:
-            doc = yaml.safe_load(text) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from err
+            doc = load_yaml(text, where=path) or {}
+        except LoadError as err:
+            raise ConfigError(str(err)) from err
         if not isinstance(doc, dict):
             raise ConfigError(f"{path}: a kubeconfig must be a mapping")
         for key, into in (("clusters", clusters), ("users", users)):
@@ -219,7 +227,9 @@ def parse_kubeconfig(documents: Sequence[tuple[str, str]], *,
         for name, body in _named(doc, "contexts", path):
             contexts.setdefault(name, body)
         if current is None and doc.get("current-context"):
-            current = str(doc["current-context"])
+            current = doc["current-context"]
+            if not isinstance(current, str):
+                raise ConfigError(f"{path}: 'current-context' must be a string")
     where = ", ".join(p for p, _ in documents)
     if not current:
         raise ConfigError(f"{where}: no current-context")
@@ -227,12 +237,14 @@ def parse_kubeconfig(documents: Sequence[tuple[str, str]], *,
         raise ConfigError(f"{where}: context '{current}' not found")
     ctx = contexts[current]
     cluster_name, user_name = ctx.get("cluster"), ctx.get("user")
+    for field_name, value in (("cluster", cluster_name), ("user", user_name)):
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"{where}: context '{current}': '{field_name}' must be a name "
+                              f"(a string), not {shorten(value)}")
     if cluster_name not in clusters:
         raise ConfigError(f"{where}: cluster '{cluster_name}' of context '{current}' not found")
     cpath, cluster = clusters[cluster_name]
-    server = cluster.get("server")
-    if not isinstance(server, str) or not server.startswith(("https://", "http://")):
-        raise ConfigError(f"{cpath}: cluster '{cluster_name}' has no http(s) server")
+    server = _server(cluster.get("server"), where=f"{cpath}: cluster '{cluster_name}'")
     user: dict[str, Any] = {}
     upath = cpath
     if user_name is not None:
@@ -249,7 +261,7 @@ def parse_kubeconfig(documents: Sequence[tuple[str, str]], *,
     return KubeTarget(
         server=server.rstrip("/"),
         origin=f"kubeconfig {cpath} (context {current})",
-        token=_opt(user, "token", upath),
+        token=_token(user, upath),
         token_file=_path(user, "tokenFile", upath),
         ca_file=_path(cluster, "certificate-authority", cpath),
         ca_data=_pem_text(cluster, "certificate-authority-data", cpath),
@@ -257,13 +269,64 @@ def parse_kubeconfig(documents: Sequence[tuple[str, str]], *,
         cert_data=_b64(user, "client-certificate-data", upath),
         key_file=_path(user, "client-key", upath),
         key_data=_b64(user, "client-key-data", upath),
-        insecure=bool(cluster.get("insecure-skip-tls-verify", False)),
+        insecure=_bool(cluster, "insecure-skip-tls-verify", cpath),
     )
+
+
+def _server(value: Any, *, where: str) -> str:
+    """An http(s) URL whose host and port can be connected to, without a trailing slash."""
+    if not isinstance(value, str) or not value.startswith(("https://", "http://")):
+        raise ConfigError(f"{where}: 'server' must be an http(s) URL, not {shorten(value)}")
+    try:
+        url = urllib.parse.urlsplit(value)
+        port = url.port  # raises on ":abc" and on ports past 65535
+    except ValueError as err:
+        raise ConfigError(f"{where}: 'server' {shorten(value)} is not a valid URL: {err}"
+                          ) from err
+    if not url.hostname:
+        raise ConfigError(f"{where}: 'server' {shorten(value)} has no host")
+    if port == 0:
+        raise ConfigError(f"{where}: 'server' {shorten(value)}: port 0 cannot be connected to")
+    if any(ord(c) < 0x21 or c == "\x7f" for c in value):
+        raise ConfigError(f"{where}: 'server' {shorten(value)} holds spaces or control "
+                          "characters")
+    return value.rstrip("/")
+
+
+def _bool(section: Mapping[str, Any], key: str, path: str) -> bool:
+    """A real boolean: a string such as "false" is an error, never truthy."""
+    value = section.get(key, False)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise ConfigError(f"{path}: '{key}' must be true or false (unquoted), not "
+                          f"{shorten(value)}")
+    return value
+
+
+def header_token_problem(token: str) -> str | None:
+    """Why ``token`` cannot be sent in an Authorization header, or None."""
+    if any(ord(c) < 0x20 or ord(c) == 0x7f for c in token):
+        return "holds control characters (a line break?)"
+    if not token.isascii():
+        return "holds non-ASCII characters"
+    return None
+
+
+def _token(section: Mapping[str, Any], path: str) -> str | None:
+    token = _opt(section, "token", path)
+    problem = header_token_problem(token) if token else None
+    if problem:
+        raise ConfigError(f"{path}: 'token' {problem}")
+    return token
 
 
 def _named(doc: Mapping[str, Any], key: str, path: str) -> list[tuple[str, dict[str, Any]]]:
     out = []
-    for entry in doc.get(key) or []:
+    entries = doc.get(key) or []
+    if not isinstance(entries, list):
+        raise ConfigError(f"{path}: '{key}' must be a list")
+    for entry in entries:
         inner = key[:-1]  # clusters -> cluster
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
             raise ConfigError(f"{path}: every entry of '{key}' needs a name")
@@ -295,11 +358,25 @@ def _b64(section: Mapping[str, Any], key: str, path: str) -> bytes | None:
     if value is None:
         return None
     try:
-        return base64.b64decode(value, validate=False)
+        # Line breaks are allowed (some tools wrap the data); anything else that is not
+        # base64 is an error, never a silent fallback to the system trust store.
+        raw = base64.b64decode("".join(value.split()), validate=True)
     except (binascii.Error, ValueError) as err:
-        raise ConfigError(f"{path}: '{key}' is not base64: {err}") from err
+        raise ConfigError(f"{path}: '{key}' is not valid base64: {err}") from err
+    if not raw:
+        raise ConfigError(f"{path}: '{key}' is empty once decoded")
+    return raw
 
 
 def _pem_text(section: Mapping[str, Any], key: str, path: str) -> str | None:
     raw = _b64(section, key, path)
-    return None if raw is None else raw.decode("ascii", "replace")
+    if raw is None:
+        return None
+    try:
+        text = raw.decode("ascii")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: '{key}' does not decode to PEM text") from err
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        raise ConfigError(f"{path}: '{key}' holds no PEM certificate "
+                          "(-----BEGIN CERTIFICATE-----)")
+    return text

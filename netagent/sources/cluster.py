@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 
 from netagent.config import ClusterConfig
 from netagent.errors import NetagentError, SourceError
+from netagent.loaders import MAX_KUBECONFIG_BYTES, LoadError, read_text
 from netagent.model import ClusterInfo, NodePeer
 from netagent.parse.kube import (
     ACCEPT_METADATA,
@@ -32,10 +33,13 @@ from netagent.parse.kube import (
 from netagent.sources.kubeapi import KubeClient
 
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
-PAGE_SIZE = 500
-MAX_PAGES = 1000  # 500,000 nodes: far above any cluster, a bound on the loop
+# 100 nodes a page: a metadata page with managedFields is then ~1 MB, and decoding it
+# ~10 MB of transient objects, so the agent stays inside its 60 MB RSS target while it
+# reads a 5,000-node list (50 pages, once per poll_seconds). Only NodePeer records are kept.
+PAGE_SIZE = 100
+MAX_LISTED_NODES = 50_000  # ten times Kubernetes' tested limit: the bound on the list
+MAX_PAGES = MAX_LISTED_NODES // PAGE_SIZE + 1
 JITTER = 0.25  # the next poll comes after poll_seconds * (1 + up to 25%)
-RETRY_SECONDS = 60.0  # after a failure, ask again no sooner than this (plus jitter)
 
 
 class ClusterSource:
@@ -75,12 +79,12 @@ class ClusterSource:
             docs = []
             for path in paths:
                 try:
-                    with open(path) as f:
-                        docs.append((path, f.read()))
+                    docs.append((path, read_text(path, limit=MAX_KUBECONFIG_BYTES,
+                                                 what="kubeconfig")))
                 except FileNotFoundError:
                     continue  # kubectl skips missing KUBECONFIG entries too
-                except OSError as err:
-                    raise SourceError(f"cannot read kubeconfig {path}: {err.strerror}") from err
+                except LoadError as err:
+                    raise SourceError(str(err)) from err
             if not docs:
                 raise SourceError(f"kubeconfig not found: {os.pathsep.join(paths)}")
             try:
@@ -106,14 +110,20 @@ class ClusterSource:
             if self._cached is not None:
                 return self._cached
             if self._failure is not None:
-                raise SourceError(f"{self._failure} (next attempt in "
-                                  f"{self._next_due - now:.0f} s)")
+                wait = f"next attempt in {self._next_due - now:.0f} s"
+                if self.configured_nodes is not None:
+                    return ClusterInfo(nodes=self.configured_nodes, source="configuration",
+                                       note=f"Kubernetes API not used: {self._failure} "
+                                            f"({wait})")
+                raise SourceError(f"{self._failure} ({wait})")
         try:
             info = self._read()
-        except SourceError as err:
-            self._failure, self._cached = str(err), None
-            self._next_due = now + min(RETRY_SECONDS, self.config.poll_seconds) * (
-                1 + JITTER * self.rand())
+        except Exception as err:
+            # Every failure, a bug included, waits out the same poll interval: the API is
+            # never asked more often than poll_seconds, whatever went wrong. The error itself
+            # goes up unchanged, so the agent can log a bug's traceback (once).
+            self._failure, self._cached = str(err) or type(err).__name__, None
+            self._next_due = now + self.config.poll_seconds * (1 + JITTER * self.rand())
             if self.configured_nodes is not None:
                 return ClusterInfo(nodes=self.configured_nodes, source="configuration",
                                    note=f"Kubernetes API not used: {err}")
@@ -150,6 +160,7 @@ class ClusterSource:
         count = 0
         peers: list[NodePeer] = []
         token: str | None = None
+        seen: set[str] = set()
         for page_no in range(MAX_PAGES):
             query = {"limit": str(limit if page_no == 0 else PAGE_SIZE)}
             if token:
@@ -174,5 +185,13 @@ class ClusterSource:
                 return count, tuple(peers)
             if page.remaining is not None and not keep:
                 return count + page.remaining, ()
+            if page.continue_token in seen:
+                raise SourceError(f"{client.target.server}{NODES_PATH}: the server sent the "
+                                  f"same continue token twice (page {page_no + 1}): a loop")
+            if count > MAX_LISTED_NODES:
+                break
+            seen.add(page.continue_token)
             token = page.continue_token
-        raise SourceError(f"{client.target.server}{NODES_PATH}: more than {MAX_PAGES} pages")
+        raise SourceError(f"{client.target.server}{NODES_PATH}: more than "
+                          f"{MAX_LISTED_NODES:,} nodes listed; netagent reads clusters up to "
+                          "that size")

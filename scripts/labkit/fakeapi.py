@@ -39,6 +39,9 @@ class FakeAPI:
         self.remaining_count = remaining_count
         self.fail: tuple[int, bytes] | None = None  # answer every request with this
         self.delay = 0.0  # seconds before answering
+        self.trickle = 0.0  # > 0: write the answer one byte per this many seconds
+        self.stuck_continue: str | None = None  # every page ends with this continue token
+        self.page_body: bytes | None = None  # answer every 200 with this body instead
         self.requests: list[tuple[str, dict[str, str]]] = []  # (path, headers)
         self._lock = threading.Lock()
         api = self
@@ -97,24 +100,42 @@ class FakeAPI:
             return self._send(h, 404, status(404, "NotFound", "the server could not find the "
                                                               "requested resource"))
         query = dict(urllib.parse.parse_qsl(url.query))
-        self._send(h, 200, json.dumps(self._page(query)).encode())
+        body = self.page_body if self.page_body is not None else json.dumps(
+            self._page(query)).encode()
+        self._send(h, 200, body)
 
     def _page(self, query: dict[str, str]) -> dict[str, Any]:
         items = self.doc.get("items") or []
-        start = int(base64.urlsafe_b64decode(query["continue"])) if "continue" in query else 0
+        try:
+            start = int(base64.urlsafe_b64decode(query.get("continue", "MA==")))
+        except ValueError:  # a token this server did not make (stuck_continue)
+            start = 0
         limit = int(query.get("limit", "0")) or len(items)
         end = min(len(items), start + limit)
         meta: dict[str, Any] = {"resourceVersion": self.doc.get("metadata", {}).get(
             "resourceVersion", "1")}
-        if end < len(items):
+        if self.stuck_continue is not None:
+            meta["continue"] = self.stuck_continue
+        elif end < len(items):
             meta["continue"] = base64.urlsafe_b64encode(str(end).encode()).decode()
             if self.remaining_count:
                 meta["remainingItemCount"] = len(items) - end
         return {"kind": self.doc.get("kind"), "apiVersion": self.doc.get("apiVersion"),
                 "metadata": meta, "items": items[start:end]}
 
-    @staticmethod
-    def _send(h: BaseHTTPRequestHandler, code: int, body: bytes) -> None:
+    def _send(self, h: BaseHTTPRequestHandler, code: int, body: bytes) -> None:
+        if self.trickle:
+            head = (f"HTTP/1.1 {code} OK\r\nContent-Type: application/json\r\n"
+                    f"Content-Length: {len(body)}\r\n\r\n").encode()
+            try:
+                for i in range(len(head) + len(body)):
+                    h.wfile.write((head + body)[i:i + 1])
+                    h.wfile.flush()
+                    time.sleep(self.trickle)
+            except OSError:  # the client gave up: what the test wants to see
+                pass
+            h.close_connection = True
+            return
         h.send_response(code)
         h.send_header("Content-Type", "application/json")
         h.send_header("Content-Length", str(len(body)))

@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,11 +37,12 @@ def kubeconfig(tmp_path: Path, server: str, *, token: str | None = TOKEN,
 
 def source(path: Path, *, peers: bool = False, nodes: int | None = None,
            timeout: float = 5.0, clock: list[float] | None = None,
-           rand: float = 0.5) -> ClusterSource:
+           rand: float = 0.5, real_clock: bool = False) -> ClusterSource:
     now = clock if clock is not None else [1000.0]
     return ClusterSource(ClusterConfig(kubeconfig=str(path), api_timeout_seconds=timeout),
                          nodes=nodes, peers=peers, env={}, service_account_dir="/nonexistent",
-                         clock=lambda: now[0], rand=lambda: rand)
+                         clock=time.monotonic if real_clock else lambda: now[0],
+                         rand=lambda: rand)
 
 
 @pytest.fixture
@@ -66,9 +68,9 @@ def test_old_server_without_remaining_count_is_paged(api: FakeAPI, tmp_path: Pat
     src = source(kubeconfig(tmp_path, api.url))
     assert src.collect().nodes == 605
     paths = [p for p, _ in api.requests]
-    # limit=1, then 500 and the last 104 through continue tokens
+    # limit=1, then six pages of 100 (the last of 4) through continue tokens
     assert paths[0] == "/api/v1/nodes?limit=1"
-    assert len(paths) == 3 and all("limit=500&continue=" in p for p in paths[1:])
+    assert len(paths) == 8 and all("limit=100&continue=" in p for p in paths[1:])
 
 
 def test_peers_read_from_every_page(api: FakeAPI, tmp_path: Path) -> None:
@@ -79,8 +81,9 @@ def test_peers_read_from_every_page(api: FakeAPI, tmp_path: Path) -> None:
     assert info.peers[3].flannel_vtep_mac == "02:0a:58:00:00:03"
     assert info.peers[3].flannel_public_ip == "192.168.0.4"
     paths = [p for p, _ in api.requests]
-    assert paths[0] == "/api/v1/nodes?limit=500&resourceVersion=0"
-    assert len(paths) == 2 and paths[1].startswith("/api/v1/nodes?limit=500&continue=")
+    assert paths[0] == "/api/v1/nodes?limit=100&resourceVersion=0"
+    assert len(paths) == 7 and all(p.startswith("/api/v1/nodes?limit=100&continue=")
+                                   for p in paths[1:])
 
 
 @pytest.mark.parametrize("fixture, code, message", [
@@ -144,11 +147,11 @@ def test_failures_are_not_retried_at_once(api: FakeAPI, tmp_path: Path, fixtures
     with pytest.raises(SourceError, match="HTTP 500"):
         src.collect()
     now[0] += 30
-    with pytest.raises(SourceError, match=r"HTTP 500.*next attempt in 30 s"):
+    with pytest.raises(SourceError, match=r"HTTP 500.*next attempt in 270 s"):
         src.collect()
     assert len(api.requests) == 1
     api.fail = None
-    now[0] += 31
+    now[0] += 271
     assert src.collect().nodes == 605
 
 
@@ -230,3 +233,127 @@ def test_node_list_json_is_a_real_metadata_list_shape() -> None:
     data = json.loads(doc["items"][0]["metadata"]["annotations"][
         "flannel.alpha.coreos.com/backend-data"])
     assert data == {"VNI": 1, "VtepMAC": "02:0a:58:00:00:00"}
+
+
+# --- hardening ------------------------------------------------------------------------------
+
+def test_a_trickling_server_cannot_hold_a_request_past_the_timeout(api: FakeAPI,
+                                                                   tmp_path: Path) -> None:
+    # one byte every 50 ms: each read is quick, the answer never complete within 0.5 s
+    api.trickle = 0.05
+    src = source(kubeconfig(tmp_path, api.url), timeout=0.5, real_clock=True)
+    start = time.monotonic()
+    with pytest.raises(SourceError, match=r"no answer in 0.5 s"):
+        src.collect()
+    assert time.monotonic() - start < 1.5
+
+
+def test_a_trickling_tls_handshake_is_bounded(tmp_path: Path) -> None:
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:  # accepts, then answers the ClientHello one byte at a time
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(4096)
+            while not stop.wait(0.05):
+                try:
+                    conn.send(b"\x16")
+                except OSError:
+                    return
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    port = listener.getsockname()[1]
+    src = source(kubeconfig(tmp_path, f"https://127.0.0.1:{port}",
+                            extra_cluster="    insecure-skip-tls-verify: true\n"), timeout=0.5,
+                 real_clock=True)
+    start = time.monotonic()
+    try:
+        with pytest.raises(SourceError, match=r"no answer in 0.5 s|TLS"):
+            src.collect()
+        assert time.monotonic() - start < 1.5
+    finally:
+        stop.set()
+        listener.close()
+        thread.join(timeout=2)
+
+
+def test_a_continue_token_that_repeats_is_a_loop(api: FakeAPI, tmp_path: Path) -> None:
+    api.remaining_count = False
+    api.stuck_continue = "c2FtZQ=="
+    src = source(kubeconfig(tmp_path, api.url))
+    with pytest.raises(SourceError, match="same continue token twice"):
+        src.collect()
+    assert src.requests == 2
+
+
+def test_distinct_tokens_for_ever_are_capped_by_the_largest_cluster(tmp_path: Path) -> None:
+    from netagent.sources.cluster import MAX_PAGES
+
+    with FakeAPI(node_list(100), token=TOKEN, remaining_count=False) as api:
+        counter = iter(range(10**6))
+        original = api._page
+
+        def endless(query: dict[str, str]) -> dict[str, object]:
+            page = original({k: v for k, v in query.items() if k != "continue"})
+            page["metadata"]["continue"] = f"t{next(counter)}"  # type: ignore[index]
+            return page
+
+        api._page = endless  # type: ignore[method-assign]
+        src = source(kubeconfig(tmp_path, api.url), peers=True)
+        with pytest.raises(SourceError, match="more than 50,000 nodes"):
+            src.collect()
+        assert src.requests <= MAX_PAGES
+
+
+def test_pages_are_small(api: FakeAPI, tmp_path: Path) -> None:
+    info = source(kubeconfig(tmp_path, api.url), peers=True).collect()
+    assert info.nodes == 605 and len(info.peers or ()) == 605
+    limits = {dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(p).query))["limit"]
+              for p, _ in api.requests}
+    assert limits == {"100"} and len(api.requests) == 7
+
+
+def test_a_bug_in_the_source_waits_out_the_poll_interval(api: FakeAPI, tmp_path: Path) -> None:
+    now = [1000.0]
+    api.page_body = b'{"kind": "NodeList", "items": []}'
+    src = source(kubeconfig(tmp_path, api.url), clock=now, rand=0.0)
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise KeyError("a bug")
+
+    src._list = broken  # type: ignore[method-assign,assignment]
+    with pytest.raises(KeyError):
+        src.collect()
+    for _ in range(9):  # 9 more intervals of 30 s: no new attempt, a SourceError each time
+        now[0] += 29
+        with pytest.raises(SourceError, match=r"a bug.*next attempt in"):
+            src.collect()
+    now[0] += 300 - 9 * 29
+    with pytest.raises(KeyError):
+        src.collect()
+
+
+def test_an_in_cluster_port_that_is_not_a_port(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("t")
+    src = ClusterSource(ClusterConfig(), env={"KUBERNETES_SERVICE_HOST": "10.0.0.1",
+                                              "KUBERNETES_SERVICE_PORT": "99999"},
+                        service_account_dir=str(tmp_path))
+    with pytest.raises(SourceError, match="server"):
+        src.collect()
+
+
+def test_a_token_file_with_a_line_break_inside(api: FakeAPI, tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("abc\r\nX-Evil: 1\n")
+    (tmp_path / "ca.crt").write_text("")
+    src = ClusterSource(ClusterConfig(), env={"KUBERNETES_SERVICE_HOST": "127.0.0.1",
+                                              "KUBERNETES_SERVICE_PORT": "1"},
+                        service_account_dir=str(tmp_path))
+    with pytest.raises(SourceError):
+        src.collect()

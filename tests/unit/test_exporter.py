@@ -14,10 +14,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from netagent import __version__
+from netagent.config import parse_listen
 from netagent.errors import ConfigError
 from netagent.exporter.collector import NetagentCollector
 from netagent.exporter.neighbours import STATES
-from netagent.exporter.server import HttpServer, make_app, make_registry, parse_listen
+from netagent.exporter.server import HttpServer, make_app, make_registry
 from netagent.exporter.state import AgentState, SourceState
 from netagent.model import CheckResult, KernelVersion, SourceRun, Status
 from tests.unit.exporter_records import HERE, ip_neigh_states, proc_int, snapshot, stat_column_sum

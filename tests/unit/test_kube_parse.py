@@ -80,7 +80,7 @@ def test_a_status_where_a_list_was_expected_is_an_error(fixtures: Path) -> None:
     (b"[]", "not a JSON object"),
     (b'{"kind":"NodeList","items":{}}', "not a list"),
     (b'{"kind":"NodeList","items":[{"metadata":{}}]}', "without metadata.name"),
-    (b'{"kind":"NodeList","metadata":{"remainingItemCount":-1},"items":[]}', "not a count"),
+    (b'{"kind":"NodeList","metadata":{"remainingItemCount":-1},"items":[]}', "not a node count"),
 ])
 def test_malformed_pages_name_the_problem(body: bytes, message: str) -> None:
     with pytest.raises(KubeAPIError, match=message):
@@ -167,7 +167,7 @@ def test_kubeconfig_files_merge_first_wins() -> None:
      "users:\n- name: u\n  user:\n    exec: {command: aws}\n",
      "'exec', which netagent does not run"),
     ("current-context: c\ncontexts:\n- name: c\n  context: {cluster: k}\n"
-     "clusters:\n- name: k\n  cluster: {server: 'ftp://h'}\n", "no http\\(s\\) server"),
+     "clusters:\n- name: k\n  cluster: {server: 'ftp://h'}\n", "must be an http\\(s\\) URL"),
     ("- a list\n", "must be a mapping"),
     ("a: [\n", "not valid YAML"),
 ])
@@ -203,3 +203,94 @@ def test_dual_stack_and_host_gw_flannel_annotations() -> None:
     assert dual.flannel_public_ipv6 == "2003:ac18::30a:2"
     assert (host_gw.flannel_vtep_mac, host_gw.flannel_vtep_mac_v6) == (None, None)
     assert host_gw.flannel_backend_type == "host-gw"
+
+
+# --- hardening: each case once crashed, or was silently accepted ---------------------------
+
+_CTX = "current-context: c\ncontexts:\n- name: c\n  context: {cluster: k}\n"
+
+
+@pytest.mark.parametrize("value", ['"false"', '"true"', "'no'", "yes", "1", "[]"])
+def test_insecure_skip_tls_verify_must_be_a_real_boolean(value: str) -> None:
+    # bool("false") is True: a quoted "false" used to switch TLS verification off
+    text = _CTX + f"clusters:\n- name: k\n  cluster:\n    server: https://h\n" \
+                  f"    insecure-skip-tls-verify: {value}\n"
+    with pytest.raises(ConfigError, match="'insecure-skip-tls-verify' must be true or false"):
+        parse_kubeconfig([("/k", text)])
+
+
+def test_insecure_skip_tls_verify_false_keeps_verification() -> None:
+    text = _CTX + "clusters:\n- name: k\n  cluster:\n    server: https://h\n" \
+                  "    insecure-skip-tls-verify: false\n"
+    assert parse_kubeconfig([("/k", text)]).insecure is False
+
+
+@pytest.mark.parametrize("data, message", [
+    ("not*base64!", "'certificate-authority-data' is not valid base64"),
+    (base64.b64encode(b"\xff\xfe binary").decode(), "does not decode to PEM"),
+    (base64.b64encode(b"just text").decode(), "holds no PEM certificate"),
+])
+def test_certificate_authority_data_must_be_a_pem_certificate(data: str, message: str) -> None:
+    # an invalid CA used to fall back silently to the system trust store
+    text = _CTX + f"clusters:\n- name: k\n  cluster:\n    server: https://h\n" \
+                  f"    certificate-authority-data: '{data}'\n"
+    with pytest.raises(ConfigError, match=message):
+        parse_kubeconfig([("/k", text)])
+
+
+def test_wrapped_base64_is_accepted() -> None:
+    pem = "-----BEGIN CERTIFICATE-----\n" + "A" * 120 + "\n"
+    b64 = base64.encodebytes(pem.encode()).decode()  # wrapped at 76 characters
+    text = _CTX + "clusters:\n- name: k\n  cluster:\n    server: https://h\n" \
+                  "    certificate-authority-data: |\n" + \
+                  "".join(f"      {line}\n" for line in b64.splitlines())
+    assert parse_kubeconfig([("/k", text)]).ca_data == pem
+
+
+@pytest.mark.parametrize("server, message", [
+    ("https://127.0.0.1:99999", "not a valid URL"),
+    ("https://127.0.0.1:abc", "not a valid URL"),
+    ("http://[::1", "not a valid URL"),
+    ("https://:443", "has no host"),
+    ("https://h:0", "port 0"),
+])
+def test_servers_that_cannot_be_connected_to_are_errors(server: str, message: str) -> None:
+    text = _CTX + f"clusters:\n- name: k\n  cluster:\n    server: '{server}'\n"
+    with pytest.raises(ConfigError, match=message):
+        parse_kubeconfig([("/k", text)])
+
+
+def test_a_token_with_a_line_break_is_an_error() -> None:
+    text = ("current-context: c\ncontexts:\n- name: c\n  context: {cluster: k, user: u}\n"
+            "clusters:\n- name: k\n  cluster: {server: 'https://h'}\n"
+            'users:\n- name: u\n  user: {token: "abc\\r\\nX-Evil: 1"}\n')
+    with pytest.raises(ConfigError, match="'token' holds control characters"):
+        parse_kubeconfig([("/k", text)])
+
+
+@pytest.mark.parametrize("text, message", [
+    ("current-context: c\ncontexts:\n- name: c\n  context: {cluster: [a, b]}\n",
+     "'cluster' must be a name"),
+    ("current-context: c\ncontexts:\n- name: c\n  context: {cluster: k, user: {a: 1}}\n",
+     "'user' must be a name"),
+    ("current-context: [c]\n", "'current-context' must be a string"),
+    ("clusters: 7\n", "'clusters' must be a list"),
+    ("a: &x [1]\nb: *x\n", "aliases"),
+])
+def test_kubeconfig_shapes_that_crashed(text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_kubeconfig([("/k", text)])
+
+
+@pytest.mark.parametrize("value", ["true", "1e320", "1" + "0" * 320, "-1", "2000000", '"5"'])
+def test_remaining_item_count_must_be_a_count_in_range(value: str) -> None:
+    body = '{"kind":"NodeList","metadata":{"remainingItemCount":' + value + '},"items":[]}'
+    with pytest.raises(KubeAPIError, match="remainingItemCount"):
+        parse_node_page(body)
+
+
+def test_deeply_nested_answers_are_errors_not_crashes() -> None:
+    body = '{"kind":"NodeList","items":' + "[" * 100_000 + "]" * 100_000 + "}"
+    with pytest.raises(KubeAPIError, match="nested too deeply"):
+        parse_node_page(body)
+    assert "HTTP 500" in error_reason(500, body.encode())
