@@ -38,13 +38,14 @@ class LoadError(NetagentError):
 
 
 def read_text(path: str | os.PathLike[str], *, limit: int = MAX_CONFIG_BYTES,
-              what: str = "file") -> str:
+              what: str = "file", errors: str = "strict") -> str:
     """The UTF-8 text of a regular file of at most ``limit`` bytes.
 
     Opened with O_NONBLOCK so that a FIFO does not block the open itself; anything but a
     regular file is refused before a byte is read. ``FileNotFoundError`` is re-raised as is
     (callers decide whether a missing file is an error); every other failure is a
-    ``LoadError``.
+    ``LoadError``. ``errors="replace"`` reads as glibc does files it only scans for
+    keywords (resolv.conf): bytes that are not UTF-8 become U+FFFD instead of an error.
     """
     name = os.fspath(path)
     try:
@@ -75,7 +76,7 @@ def read_text(path: str | os.PathLike[str], *, limit: int = MAX_CONFIG_BYTES,
         os.close(fd)
     data = b"".join(chunks)
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8", errors)
     except UnicodeDecodeError as err:
         raise LoadError(f"{name}: {what} is not UTF-8 text (byte {err.start}: "
                         f"{data[err.start:err.start + 1]!r})") from err

@@ -12,8 +12,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-import yaml
-
+from netagent.loaders import LoadError, load_yaml
 from netagent.model import KubeletDns
 
 KIND = "KubeletConfiguration"
@@ -21,9 +20,9 @@ KIND = "KubeletConfiguration"
 
 def parse_kubelet_config(text: str, *, path: str) -> KubeletDns:
     try:
-        data: Any = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        return KubeletDns(path=path, problem=f"{path}: not valid YAML: {_first_line(err)}")
+        data: Any = load_yaml(text, where=path)  # JSON (EKS, k3s) loads as YAML 1.2 does
+    except LoadError as err:
+        return KubeletDns(path=path, problem=_first_line(err))
     if not isinstance(data, dict):
         return KubeletDns(path=path, problem=f"{path}: not a KubeletConfiguration (no mapping)")
     kind = data.get("kind")

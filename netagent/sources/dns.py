@@ -48,6 +48,7 @@ import dns.rdatatype
 
 from netagent.config import DnsConfig
 from netagent.errors import SourceError
+from netagent.loaders import LoadError, read_text
 from netagent.model import (
     DNS_MODES,
     DnsObservation,
@@ -542,5 +543,8 @@ def _connect(sock: socket.socket, sockaddr: tuple[object, ...]) -> None:
 
 
 def _read_file(path: str) -> str:
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        return handle.read()
+    """A bounded regular file; ``FileNotFoundError`` as is, other failures as ``OSError``."""
+    try:
+        return read_text(path, what="file", errors="replace")
+    except LoadError as err:
+        raise OSError(str(err).removeprefix(f"{path}: ")) from err
