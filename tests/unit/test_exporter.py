@@ -222,3 +222,98 @@ def test_every_series_is_in_the_metric_contract() -> None:
     for name, labels in ours:
         assert name in CONTRACT.series_names(), name
         assert {k for k, _ in labels} == CONTRACT.labels_of(name) - CONTRACT.target_labels
+
+
+# -- the HTTP server under load and misuse -----------------------------------------------------
+
+def request(port: int, method: str, path: str) -> tuple[int, dict[str, str], bytes]:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request(method, path)
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+def test_methods_other_than_get_and_head_are_405(server: tuple[HttpServer, list[AgentState]]
+                                                 ) -> None:
+    srv, _ = server
+    for method in ("PUT", "POST", "DELETE"):
+        for path in ("/healthz", "/metrics", "/readyz"):
+            status, headers, _ = request(srv.port, method, path)
+            assert status == 405 and headers["allow"] == "GET, HEAD", (method, path)
+
+
+def test_head_gives_the_get_headers_without_a_body(server: tuple[HttpServer, list[AgentState]]
+                                                   ) -> None:
+    srv, holder = server
+    holder[0] = up_state(snapshot())
+    status, headers, body = request(srv.port, "HEAD", "/metrics")
+    assert status == 200 and body == b""
+    assert headers["content-type"].startswith("text/plain")
+    assert int(headers["content-length"]) > 1000  # the length GET would send
+    assert request(srv.port, "HEAD", "/healthz")[:1] == (200,)
+
+
+def _threads() -> int:
+    import threading
+
+    return threading.active_count()
+
+
+def test_idle_connections_wait_without_threads_and_are_closed(monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    import socket
+    import time
+
+    from netagent.exporter import server as server_module
+
+    monkeypatch.setattr(server_module._PooledServer, "idle_timeout", 1.5)
+    holder: list[AgentState] = [up_state(snapshot())]
+    srv = HttpServer(make_app(make_registry(lambda: holder[0]), ready=lambda: True),
+                     host="127.0.0.1", port=0)
+    srv.start()
+    before = _threads()
+    idle: list[socket.socket] = []
+    try:
+        for _ in range(1000):
+            idle.append(socket.create_connection(("127.0.0.1", srv.port), timeout=5))
+        deadline = time.monotonic() + 10
+        while srv.waiting < 1000 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert srv.waiting == 1000
+        # /metrics is answered while a thousand clients sit idle, by a bounded pool
+        for _ in range(5):
+            status, body = get(srv.port, "/metrics")
+            assert status == 200 and "netagent_build_info" in body
+        assert _threads() <= before + _PooledServer_workers()
+        # past the idle timeout the server closes them: each client reads EOF
+        deadline = time.monotonic() + 10
+        while srv.waiting and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert srv.waiting == 0
+        idle[0].settimeout(2)
+        assert idle[0].recv(1) == b""
+    finally:
+        for sock in idle:
+            sock.close()
+        srv.stop()
+
+
+def _PooledServer_workers() -> int:
+    from netagent.exporter.server import _PooledServer
+
+    return _PooledServer.workers
+
+
+def test_concurrent_scrapes_all_succeed(server: tuple[HttpServer, list[AgentState]]) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    srv, holder = server
+    holder[0] = up_state(snapshot())
+    with ThreadPoolExecutor(max_workers=100) as pool:
+        results = list(pool.map(lambda _: request(srv.port, "GET", "/metrics")[0], range(300)))
+    assert results == [200] * 300
