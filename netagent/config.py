@@ -42,6 +42,10 @@ class DnsThresholds:
     p95_critical_seconds: float = 2.0
     timeout_ratio_warning: float = 0.05  # probes that waited out a resolver timeout
     timeout_ratio_critical: float = 0.20
+    # probes that ended without a usable answer (an error, SERVFAIL/REFUSED, no answer at
+    # all): a resolver failing one protocol (TCP refused) fails ~a third of them
+    failure_ratio_warning: float = 0.05
+    failure_ratio_critical: float = 0.50
     # the 5-second pattern: answers arriving within this share of k x resolver timeout
     pattern_tolerance: float = 0.10
     pattern_min_probes: int = 2
@@ -145,6 +149,8 @@ _RANGES: dict[str, tuple[float, float]] = {
     "thresholds.dns.p95_critical_seconds": (0.001, 120),
     "thresholds.dns.timeout_ratio_warning": (0.0, 1.0),
     "thresholds.dns.timeout_ratio_critical": (0.0, 1.0),
+    "thresholds.dns.failure_ratio_warning": (0.0, 1.0),
+    "thresholds.dns.failure_ratio_critical": (0.0, 1.0),
     "thresholds.dns.pattern_tolerance": (0.01, 0.5),
     "thresholds.dns.pattern_min_probes": (1, 1000),
     "dns.probes.parallel": (0, 100),
@@ -271,7 +277,8 @@ def _convert(hint: Any, value: Any, *, where: str, key: str) -> Any:
 def _cross_checks(config: Config, *, where: str) -> None:
     d = config.thresholds.dns
     for low, high in (("p95_warning_seconds", "p95_critical_seconds"),
-                      ("timeout_ratio_warning", "timeout_ratio_critical")):
+                      ("timeout_ratio_warning", "timeout_ratio_critical"),
+                      ("failure_ratio_warning", "failure_ratio_critical")):
         if getattr(d, low) > getattr(d, high):
             raise ConfigError(f"{where}: 'thresholds.dns.{low}' must not exceed "
                               f"'thresholds.dns.{high}'")

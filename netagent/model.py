@@ -456,16 +456,27 @@ class DnsProbe:
     tries: int = 1
     timeouts: int = 0
     error: str | None = None  # e.g. "connection refused" (ICMP port unreachable)
+    # The round's time budget ended the last wait before its timeout did: that wait says
+    # nothing about loss (the answer may have been on its way).
+    cut: bool = False
 
     @property
     def protocol(self) -> str:
         return "tcp" if self.mode == "tcp" else "udp"
 
     @property
+    def measured(self) -> bool:
+        """The probe ended in an answer, an error or at least one whole timeout: a cut probe
+        that had waited out no timeout yet measured nothing, and is left out of statistics."""
+        return not self.cut or self.answered or self.timeouts > 0 or self.error is not None
+
+    @property
     def failure(self) -> str | None:
         """The reason label of a failed probe (for ``netagent_dns_probe_failures_total``)."""
         if self.error is not None:  # "connection refused" -> connection_refused
-            return self.error.split(":")[0].replace(" ", "_")
+            return self.error.split(":")[0].split(" (")[0].replace(" ", "_")
+        if not self.measured:
+            return None
         if not self.answered:
             return "timeout"
         if self.rcode not in (None, "NOERROR", "NXDOMAIN"):

@@ -36,6 +36,11 @@ RESOLVERS_ID = "dns.resolvers"
 NODELOCAL_ID = "dns.nodelocal"
 HARD_ERRORS = ("connection refused", "host unreachable", "network unreachable")
 BAD_RCODES = ("REFUSED", "SERVFAIL", "NOTIMP", "FORMERR")
+# Resolvers that serve pods: for them NXDOMAIN on the in-cluster name is a broken cluster
+# DNS. The node's own upstream resolver (plain resolv.conf on a node) rightly answers it so.
+CLUSTER_ORIGINS = frozenset({"kubelet", "node-local"})
+CLUSTER_NAME_PREFIX = "kubernetes.default.svc."
+GLIBC_DEFAULT_ORIGIN = "glibc default"
 
 
 def evaluate(obs: Observations, t: DnsThresholds) -> list[CheckResult]:
@@ -52,10 +57,13 @@ def evaluate(obs: Observations, t: DnsThresholds) -> list[CheckResult]:
                                    summary=f"DNS resolvers: {reason}"))
     cache = current.nodelocal.address if current.nodelocal and current.nodelocal.answering \
         else None
+    pod_resolv_conf = current.resolv_conf is not None and any(
+        d.strip(".").startswith("svc.") for d in current.resolv_conf.search)
     for resolver in current.resolvers:
+        cluster = pod_resolv_conf or bool(CLUSTER_ORIGINS & set(resolver.origins))
         results.append(check_resolver(resolver, t, conntrack_growth=growth,
                                       conntrack_note=growth_note, nodelocal=cache,
-                                      budget=current.budget_seconds))
+                                      budget=current.budget_seconds, cluster_dns=cluster))
     if current.nodelocal is not None:
         results.append(check_nodelocal(current.nodelocal))
     return results
@@ -106,6 +114,15 @@ def waited_out_timeout(probe: DnsProbe) -> bool:
     return probe.timeouts > 0 or (not probe.answered and probe.error is None)
 
 
+def pattern_holds(hits: Sequence[DnsProbe], probes: Sequence[DnsProbe], *,
+                  min_probes: int) -> bool:
+    """Enough answers came after a whole timeout to call it the 5-second pattern: at least
+    ``min_probes``, or every answer of the round (at glibc's defaults a 10 s round has room
+    for a single late answer, and one lost packet among quick answers is not a pattern)."""
+    answered = [p for p in probes if p.answered]
+    return len(hits) >= min_probes or (bool(hits) and len(hits) == len(answered))
+
+
 def five_second_pattern(probes: Iterable[DnsProbe], *, timeout: float,
                         tolerance: float) -> list[DnsProbe]:
     """Answered probes whose latency sits within ``tolerance`` of k x timeout, k >= 1.
@@ -149,23 +166,30 @@ def _ratio_status(value: float, warning: float, critical: float) -> Status:
 
 def check_resolver(r: ResolverProbes, t: DnsThresholds, *, conntrack_growth: int | None,
                    conntrack_note: str, nodelocal: str | None = None,
-                   budget: float | None = None) -> CheckResult:
+                   budget: float | None = None, cluster_dns: bool = False) -> CheckResult:
     check_id = f"dns.{r.resolver}"
-    probes = r.probes
+    # A probe the round's budget cut before any whole timeout measured nothing: it is
+    # counted, not judged.
+    probes = tuple(p for p in r.probes if p.measured)
+    unmeasured = len(r.probes) - len(probes)
     evidence: dict[str, Any] = {
         "resolver": r.resolver,
         "from": list(r.origins),
         "timeout_seconds": r.timeout,
         "attempts": r.attempts,
         "probes": len(probes),
-        "skipped_for_time_budget": r.skipped,
+        "skipped_for_time_budget": r.skipped + unmeasured,
+        "tries": sum(p.tries for p in r.probes),
+        "waits_cut_by_budget": sum(p.cut for p in r.probes),
     }
     if not probes:
+        spent = (f"the DNS round's time budget ({budget:g} s) ended every probe before an "
+                 f"answer or a whole timeout ({r.timeout:g} s)")
         return CheckResult(
             id=check_id, status=Status.UNKNOWN,
-            summary=(f"resolver {r.resolver}: not probed: the DNS round's time budget "
-                     f"({budget:g} s) was spent before a whole timeout ({r.timeout:g} s) "
-                     "fitted" if r.skipped else f"resolver {r.resolver}: no probe configured"),
+            summary=(f"resolver {r.resolver}: not measured: {spent}"
+                     if r.skipped or unmeasured
+                     else f"resolver {r.resolver}: no probe configured"),
             recommendation="Raise dns.max_seconds or lower dns.timeout_seconds / dns.probes.",
             evidence=evidence)
     latencies = [p.latency for p in probes]
@@ -202,16 +226,37 @@ def check_resolver(r: ResolverProbes, t: DnsThresholds, *, conntrack_growth: int
     status = max(
         _ratio_status(p95, t.p95_warning_seconds, t.p95_critical_seconds),
         _ratio_status(timeout_ratio, t.timeout_ratio_warning, t.timeout_ratio_critical),
-        _ratio_status(failure_ratio, t.timeout_ratio_warning, t.timeout_ratio_critical),
+        _ratio_status(failure_ratio, t.failure_ratio_warning, t.failure_ratio_critical),
     )
-    pattern = len(hits) >= t.pattern_min_probes
+    pattern = pattern_holds(hits, probes, min_probes=t.pattern_min_probes)
     if pattern:
         status = max(status, Status.WARNING)
     summary, recommendation = _diagnose(
         r, probes=probes, p95=p95, waited=waited, failed=failed, errors=errors,
         rcodes=rcodes, hits=hits if pattern else [], tcp_clean=tcp_clean,
         conntrack_growth=conntrack_growth, conntrack_note=conntrack_note,
-        nodelocal=nodelocal)
+        nodelocal=nodelocal, all_probes=r.probes, budget=budget)
+    missing = [p for p in probes if p.rcode == "NXDOMAIN"
+               and p.name.lower().startswith(CLUSTER_NAME_PREFIX)]
+    evidence["cluster_resolver"] = cluster_dns
+    if cluster_dns and missing and status < Status.CRITICAL:
+        name = missing[0].name
+        status = max(status, Status.WARNING)
+        summary = (f"resolver {r.resolver}: NXDOMAIN for {name} in {len(missing)} probes: "
+                   f"this resolver serves pods, and pods cannot find the API server's "
+                   f"service; {summary.split(': ', 1)[1]}")
+        recommendation = (
+            f"{r.resolver} serves pods but does not know {name}: check that CoreDNS "
+            "(kube-dns) runs and serves the cluster domain (its `kubernetes` plugin names "
+            "the domain kubelet's clusterDomain gives pods), and that this node's "
+            "clusterDomain matches it. " + (recommendation if status > Status.OK else ""))
+    truncated = sum(p.truncated for p in probes)
+    if truncated:
+        summary += (f"; {truncated} answers came truncated (TC bit): clients must ask again "
+                    "over TCP")
+    if GLIBC_DEFAULT_ORIGIN in r.origins:
+        summary += ("; resolv.conf names no nameserver, so glibc (and every pod given this "
+                    f"file) asks {r.resolver}, its default")
     if status is Status.OK:
         recommendation = ""
     return CheckResult(
@@ -227,11 +272,28 @@ def _rcodes_by_name(probes: Sequence[DnsProbe]) -> dict[str, dict[str, int]]:
     return {name: dict(counts) for name, counts in out.items()}
 
 
+def _tries(probes: Sequence[DnsProbe], timeout: float, budget: float | None) -> str:
+    """What the tries really were: how many, how many waited out the timeout, how many the
+    round's budget cut short."""
+    tries = sum(p.tries for p in probes)
+    timeouts = sum(p.timeouts for p in probes)
+    cut = sum(p.cut for p in probes)
+    parts = [f"{timeouts} waited out the {timeout:g} s timeout"]
+    if cut:
+        parts.append(f"{cut} cut short by the round's {budget or 0:g} s budget")
+    errors = tries - timeouts - cut
+    if errors > 0:
+        parts.append(f"{errors} ended in an error")
+    return f"{tries} {'try' if tries == 1 else 'tries'} made: {', '.join(parts)}"
+
+
 def _diagnose(r: ResolverProbes, *, probes: Sequence[DnsProbe], p95: float,
               waited: Sequence[DnsProbe], failed: Sequence[DnsProbe],
               errors: Counter[str], rcodes: Counter[str],
               hits: Sequence[DnsProbe], tcp_clean: bool, conntrack_growth: int | None,
-              conntrack_note: str, nodelocal: str | None) -> tuple[str, str]:
+              conntrack_note: str, nodelocal: str | None,
+              all_probes: Sequence[DnsProbe] = (),
+              budget: float | None = None) -> tuple[str, str]:
     """(summary, recommendation) naming what was seen, most specific cause first."""
     addr, n = r.resolver, len(probes)
     where = _where(r.origins)
@@ -248,9 +310,19 @@ def _diagnose(r: ResolverProbes, *, probes: Sequence[DnsProbe], p95: float,
         return (f"resolver {addr}: {error} in {errors[error]} of {n} probes, no answer",
                 f"{addr} cannot be reached ({error}): check `ip route get {addr}` and that "
                 f"a host holds that address, or remove it from {where}.")
+    if not answered and errors and sum(errors.values()) == n:
+        error = errors.most_common(1)[0][0]
+        if "without a zone" in error:
+            return (f"resolver {addr}: a link-local IPv6 address without a zone: the kernel "
+                    f"refuses to send to it (EINVAL) in {errors[error]} of {n} probes",
+                    f"Write the nameserver with its interface (`nameserver {addr}%eth0`), as "
+                    f"glibc needs too, or use a global address, in {where}.")
+        return (f"resolver {addr}: {error} in {errors[error]} of {n} probes, no answer",
+                f"Every probe to {addr} failed with {error}: check the address and the "
+                f"route to it, or remove it from {where}.")
     if not answered:
         return (f"resolver {addr}: no answer to any of {n} probes "
-                f"({r.attempts} tries of {r.timeout:g} s each)",
+                f"({_tries(all_probes or probes, r.timeout, budget)})",
                 f"Check that the DNS server on {addr} is up and reachable on UDP and TCP "
                 f"port 53 (`dig @{addr} {probes[0].name}`), or remove it from {where}.")
     bad = [c for c in BAD_RCODES if rcodes.get(c)]
@@ -278,6 +350,17 @@ def _diagnose(r: ResolverProbes, *, probes: Sequence[DnsProbe], p95: float,
         return summary, _loss_advice(addr, conntrack_growth=conntrack_growth,
                                      conntrack_note=conntrack_note, tcp_clean=tcp_clean,
                                      nodelocal=nodelocal)
+    tcp = [p for p in probes if p.protocol == "tcp"]
+    udp_answered = any(p.answered and p.protocol == "udp" for p in probes)
+    if tcp and udp_answered and all(p.failure is not None for p in tcp):
+        kinds = Counter(p.failure for p in tcp)
+        text = ", ".join(f"{k} x{v}" for k, v in kinds.most_common())
+        return (f"resolver {addr}: answers over UDP but not over TCP ({text} in "
+                f"{len(tcp)} TCP probes); {head.split(': ', 1)[1]}",
+                f"Open TCP port 53 on {addr} (its firewall, its listener): DNS needs TCP "
+                "whenever an answer does not fit in UDP (the TC bit makes every client ask "
+                "again over TCP), and pods with `options use-vc` use TCP only, so these "
+                "lookups fail.")
     if failed:
         kinds = Counter(p.failure for p in failed)
         text = ", ".join(f"{k} x{v}" for k, v in kinds.most_common())
@@ -312,7 +395,8 @@ def _loss_advice(addr: str, *, conntrack_growth: int | None, conntrack_note: str
 
 def _where(origins: Sequence[str]) -> str:
     names = {"resolv.conf": "/etc/resolv.conf", "kubelet": "kubelet clusterDNS",
-             "node-local": "the node-local cache", "config": "dns.resolvers"}
+             "node-local": "the node-local cache", "config": "dns.resolvers",
+             GLIBC_DEFAULT_ORIGIN: "/etc/resolv.conf (add a nameserver line)"}
     return " and ".join(names.get(o, o) for o in origins) or "the resolver list"
 
 

@@ -46,6 +46,8 @@ def fold(totals: DnsTotals | None, obs: DnsObservation) -> DnsTotals:
     failures = dict(totals.failures) if totals else {}
     for resolver in obs.resolvers:
         for probe in resolver.probes:
+            if not probe.measured:  # cut short by the round's budget: no latency to show
+                continue
             # Failed probes are observed too: the histogram's _count is every attempt.
             key = (resolver.resolver, probe.protocol, probe.mode)
             before = latencies.get(key) or Latencies((0,) * (len(BUCKETS) + 1), 0.0, 0)

@@ -22,10 +22,13 @@ Each resolver gets ``dns.probes`` probes per name in three modes (``DnsProbe``):
 A connected UDP socket reports an ICMP port unreachable as ECONNREFUSED ("connection
 refused"): nothing listens there.
 
-Time is bounded: resolvers are probed concurrently (one thread each) and nothing is sent
-after ``dns.max_seconds`` from the start of the round; a try starts only when its full
-timeout fits in what is left, so a timeout is never cut short and mistaken for loss. Probes
-that did not fit are counted as ``skipped``.
+Time is bounded: resolvers are probed concurrently (one thread each) and nothing is waited
+for past ``dns.max_seconds`` from the start of the round. A probe starts while a little time
+is left (``MIN_SLICE``: a healthy resolver answers in milliseconds), and a retry starts
+whenever time is left, so at glibc's defaults (5 s x 2 tries, a 10 s round) a probe whose
+first packet is lost still gets the retry that shows the 5-second pattern. A wait the
+budget ends before its timeout is marked ``cut``: it is never counted as a timeout, so a
+cut wait is never mistaken for loss. Probes not started are counted as ``skipped``.
 """
 
 from __future__ import annotations
@@ -64,6 +67,8 @@ from netagent.parse.nftables import parse_notrack_rules
 from netagent.parse.resolv import parse_resolv_conf
 
 PORT = 53
+GLIBC_DEFAULT_NAMESERVER = "127.0.0.1"
+GLIBC_DEFAULT_ORIGIN = "glibc default"
 DEFAULT_NAMES = DnsConfig().names
 SocketFactory = Callable[[int, int], socket.socket]
 # argv -> (returncode, stdout, stderr); raises FileNotFoundError when the program is missing
@@ -110,18 +115,27 @@ def _label(err: OSError) -> str:
     return type(err).__name__
 
 
+MIN_SLICE = 0.25  # seconds: a probe starts only with at least this much of the round left
+
+
 @dataclass
 class _Budget:
-    """The round's deadline; a try may start only if its whole timeout fits."""
+    """The round's deadline: what is left of it bounds every wait."""
 
     deadline: float
     clock: Callable[[], float]
 
-    def fits(self, seconds: float) -> bool:
-        return self.clock() + seconds <= self.deadline
+    def can_start(self, timeout: float) -> bool:
+        """Room for a new probe: a slice of time, or its whole timeout if shorter."""
+        return self.left() >= min(timeout, MIN_SLICE)
 
     def left(self) -> float:
         return max(0.0, self.deadline - self.clock())
+
+    def wait(self, timeout: float) -> tuple[float, bool]:
+        """(seconds to wait, whether the budget cut that below ``timeout``)."""
+        left = self.left()
+        return (timeout, False) if left >= timeout else (left, True)
 
 
 class DnsSource:
@@ -236,6 +250,9 @@ class DnsSource:
             return found
         for addr in conf.nameservers if conf else ():
             add(addr, "resolv.conf")
+        if conf is not None and not conf.nameservers:
+            # res_init.c: with no nameserver line glibc asks INADDR_LOOPBACK, as pods would
+            add(GLIBC_DEFAULT_NAMESERVER, GLIBC_DEFAULT_ORIGIN)
         for addr in kubelet.cluster_dns if kubelet else ():
             add(addr, "kubelet")
         if nodelocal is not None and nodelocal.answering:
@@ -321,7 +338,7 @@ class DnsSource:
         probes: list[DnsProbe] = []
         skipped = 0
         for mode, name in plan:
-            if not budget.fits(timeout):
+            if not budget.can_start(timeout):
                 skipped += 1
                 continue
             probes.append(self.probe(resolver, name, mode, timeout=timeout,
@@ -355,7 +372,7 @@ class DnsSource:
             answered=answered,
             rcode=_worst(state.rcodes) if state.rcodes else None,
             truncated=state.truncated,
-            tries=state.tries, timeouts=state.timeouts, error=state.error,
+            tries=state.tries, timeouts=state.timeouts, error=state.error, cut=state.cut,
         )
 
     def _parallel(self, family: int, sockaddr: tuple[object, ...], name: str,
@@ -365,13 +382,16 @@ class DnsSource:
         try:
             _connect(sock, sockaddr)
             for attempt in range(attempts):
-                if attempt and not budget.fits(timeout):
+                if attempt and not budget.left():
                     return
                 state.tries += 1
                 queries = _queries(name, ("A", "AAAA"))
-                replies = self._udp_round(sock, queries, timeout)
+                replies, cut = self._udp_round(sock, queries, timeout, budget)
                 if len(replies) == len(queries):
                     state.take(replies)
+                    return
+                if cut:
+                    state.cut = True
                     return
                 state.timeouts += 1
         finally:
@@ -386,13 +406,17 @@ class DnsSource:
             answers: list[dns.message.Message] = []
             for rdtype in ("A", "AAAA"):
                 for attempt in range(attempts):
-                    if (attempt or answers) and not budget.fits(timeout):
+                    if (attempt or answers) and not budget.left():
                         return
                     state.tries += 1
-                    replies = self._udp_round(sock, _queries(name, (rdtype,)), timeout)
+                    replies, cut = self._udp_round(sock, _queries(name, (rdtype,)), timeout,
+                                                   budget)
                     if replies:
                         answers.extend(replies)
                         break
+                    if cut:
+                        state.cut = True
+                        return
                     state.timeouts += 1
                 else:
                     return
@@ -401,8 +425,11 @@ class DnsSource:
             sock.close()
 
     def _udp_round(self, sock: socket.socket, queries: list[dns.message.Message],
-                   timeout: float) -> list[dns.message.Message]:
-        """Send ``queries`` together and collect the replies that arrive within ``timeout``."""
+                   timeout: float, budget: _Budget
+                   ) -> tuple[list[dns.message.Message], bool]:
+        """Send ``queries`` together and collect the replies that arrive within ``timeout``
+        of the last send, or until the round's budget ends, if sooner; (replies, whether the
+        budget cut the wait)."""
         for query in queries:
             try:
                 sock.send(query.to_wire())
@@ -410,7 +437,8 @@ class DnsSource:
                 raise _ProbeFailed(_label(err)) from err
         pending = {q.id: q for q in queries}
         replies: list[dns.message.Message] = []
-        end = self.clock() + timeout
+        wait, cut = budget.wait(timeout)
+        end = self.clock() + wait
         while pending and (left := end - self.clock()) > 0:
             sock.settimeout(left)
             try:
@@ -426,25 +454,29 @@ class DnsSource:
             if waiting is not None and waiting.is_response(reply):
                 del pending[reply.id]
                 replies.append(reply)
-        return replies
+        return replies, cut
 
     def _tcp(self, family: int, sockaddr: tuple[object, ...], name: str, timeout: float,
              attempts: int, budget: _Budget, state: _ProbeState) -> None:
         for attempt in range(attempts):
-            if attempt and not budget.fits(timeout):
+            if attempt and not budget.left():
                 return
             state.tries += 1
+            wait, cut = budget.wait(timeout)
             sock = self.socket_factory(family, socket.SOCK_STREAM)
             try:
-                end = self.clock() + timeout
-                sock.settimeout(timeout)
+                end = self.clock() + wait
+                sock.settimeout(wait)
                 try:
                     sock.connect(sockaddr)
                 except TimeoutError:
+                    if cut:
+                        state.cut = True
+                        return
                     state.timeouts += 1
                     continue
                 except OSError as err:
-                    raise _ProbeFailed(_label(err)) from err
+                    raise _ProbeFailed(_connect_label(err, sockaddr)) from err
                 answers = []
                 for query in _queries(name, ("A", "AAAA")):
                     reply = self._tcp_exchange(sock, query, end)
@@ -453,6 +485,9 @@ class DnsSource:
                     answers.append(reply)
                 if len(answers) == 2:
                     state.take(answers)
+                    return
+                if cut:
+                    state.cut = True
                     return
                 state.timeouts += 1
             finally:
@@ -493,6 +528,7 @@ class _ProbeState:
     tries: int = 0
     timeouts: int = 0
     error: str | None = None
+    cut: bool = False
     complete: bool = False
     truncated: bool = False
     rcodes: tuple[str, ...] = ()
@@ -539,7 +575,15 @@ def _connect(sock: socket.socket, sockaddr: tuple[object, ...]) -> None:
     try:
         sock.connect(sockaddr)
     except OSError as err:
-        raise _ProbeFailed(_label(err)) from err
+        raise _ProbeFailed(_connect_label(err, sockaddr)) from err
+
+
+def _connect_label(err: OSError, sockaddr: tuple[object, ...]) -> str:
+    """The kernel answers EINVAL to a link-local IPv6 address without a zone: say so."""
+    if (err.errno == errno.EINVAL and len(sockaddr) == 4 and not sockaddr[3]
+            and str(sockaddr[0]).lower().startswith("fe80")):
+        return "link-local address without a zone (EINVAL)"
+    return _label(err)
 
 
 def _read_file(path: str) -> str:

@@ -156,6 +156,35 @@ def test_five_second_pattern(lab: Lab, tmp_path: Path) -> None:
     assert wall < 16
 
 
+def test_five_second_pattern_at_default_settings(lab: Lab, tmp_path: Path) -> None:
+    """glibc defaults (5 s x 2) and the default 10 s round: the retry after the lost first
+    packet is still sent, so the pattern shows, and the resolver is not called dead."""
+    with labdns.udp53_loss(lab.node, every=4):
+        code, report, wall = check(
+            lab.pod(0), f"nameserver {SERVER}\n",
+            {"names": ["example.com."], "nodelocal_address": ""}, tmp_path)
+    result = by_id(report)[f"dns.{SERVER}"]
+    assert result["status"] == "critical", result
+    assert "5-second pattern" in result["summary"], result["summary"]
+    assert "no answer" not in result["summary"]
+    latencies = result["evidence"]["five_second_pattern"]["latencies_seconds"]
+    assert latencies and all(4.5 <= x <= 5.5 for x in latencies)
+    assert report["sources"][0]["duration_seconds"] <= 10.5
+    assert code == 2
+    assert wall < 10 + 5
+
+
+def test_link_local_resolver_without_a_zone(lab: Lab, tmp_path: Path) -> None:
+    code, report, wall = check(
+        lab.pod(0), f"nameserver {LINK_LOCAL}\noptions timeout:1\n",
+        {"probes": {"parallel": 1, "udp": 1, "tcp": 1}, "nodelocal_address": ""}, tmp_path)
+    result = by_id(report)[f"dns.{LINK_LOCAL}"]
+    assert result["status"] == "critical"
+    assert "without a zone" in result["summary"] and "EINVAL" in result["summary"]
+    assert code == 2
+    assert wall < 10
+
+
 def test_loss_without_conntrack_races_is_not_blamed_on_conntrack(lab: Lab, tmp_path: Path
                                                                   ) -> None:
     """With the conntrack source in the same round, its insert_failed counter is read: the

@@ -294,3 +294,76 @@ def test_address_left_behind_by_a_stopped_cache(fixtures: Path) -> None:
     result = checks.check_nodelocal(n)
     assert result.status is Status.WARNING
     assert "nothing answers DNS there" in result.summary
+
+
+# --- findings that used to mislead ------------------------------------------------------------
+
+def _cluster(probes: list[DnsProbe], origins: tuple[str, ...]) -> ResolverProbes:
+    return ResolverProbes(resolver="10.96.0.10", origins=origins, timeout=5.0, attempts=2,
+                          probes=tuple(probes))
+
+
+CLUSTER_NAME = "kubernetes.default.svc.cluster.local."
+
+
+def test_nxdomain_for_the_cluster_name_from_a_cluster_resolver_warns() -> None:
+    probes = [probe(0.002, rcode="NXDOMAIN", name=CLUSTER_NAME), probe(0.002)]
+    result = only(observe(_cluster(probes, ("kubelet",))), "dns.10.96.0.10")
+    assert result.status is Status.WARNING
+    assert "NXDOMAIN for kubernetes.default.svc.cluster.local." in result.summary
+    assert "CoreDNS" in result.recommendation
+    # the node's own upstream resolver rightly knows nothing of the cluster
+    plain = only(observe(_cluster(probes, ("resolv.conf",))), "dns.10.96.0.10")
+    assert plain.status is Status.OK
+
+
+def test_nxdomain_seen_through_a_pods_resolv_conf_warns() -> None:
+    from netagent.model import ResolvConf
+
+    probes = [probe(0.002, rcode="NXDOMAIN", name=CLUSTER_NAME)]
+    obs = DnsObservation(resolv_conf_path="/etc/resolv.conf",
+                         resolv_conf=ResolvConf(nameservers=("10.96.0.10",),
+                                                search=("default.svc.cluster.local",
+                                                        "svc.cluster.local")),
+                         resolvers=(_cluster(probes, ("resolv.conf",)),), nodelocal=None,
+                         duration=0.1, budget_seconds=10.0)
+    (result,) = [r for r in checks.evaluate(Observations(current={"dns": obs}), T)
+                 if r.id == "dns.10.96.0.10"]
+    assert result.status is Status.WARNING
+
+
+def test_truncated_answers_are_in_the_summary() -> None:
+    truncated = DnsProbe(resolver="10.96.0.10", name="big.example.", mode="udp",
+                         latency=0.003, answered=True, rcode="NOERROR", truncated=True)
+    result = only(observe(resolver([truncated, probe(0.002)])), "dns.10.96.0.10")
+    assert "1 answers came truncated (TC bit)" in result.summary
+    assert "over TCP" in result.summary
+
+
+def test_a_resolver_that_refuses_tcp_is_named_as_such() -> None:
+    probes = [probe(0.002), probe(0.002, mode="udp"), probe(0.002),
+              probe(0.001, mode="tcp", answered=False, error="connection refused")]
+    result = only(observe(resolver(probes)), "dns.10.96.0.10")
+    assert result.status is Status.WARNING  # 1 of 4 failed: not critical
+    assert "answers over UDP but not over TCP" in result.summary
+    assert "TC bit" in result.recommendation and "use-vc" in result.recommendation
+    assert "check the resolver's logs" not in result.recommendation
+
+
+def test_the_failure_ratio_has_thresholds_of_its_own() -> None:
+    probes = [probe(0.002) for _ in range(9)] + [probe(0.002, rcode="SERVFAIL")]
+    assert only(observe(resolver(probes)), "dns.10.96.0.10").status is Status.WARNING
+    lenient = DnsThresholds(failure_ratio_warning=0.2, failure_ratio_critical=0.6)
+    (result,) = [r for r in checks.evaluate(observe(resolver(probes)), lenient)
+                 if r.id == "dns.10.96.0.10"]
+    assert result.status is Status.OK  # timeout_ratio_warning (0.05) no longer decides
+
+
+def test_a_single_late_answer_is_the_pattern_when_it_is_the_only_answer() -> None:
+    late = probe(5.003, timeouts=1)
+    assert only(observe(resolver([late])), "dns.10.96.0.10").status is Status.CRITICAL
+    assert "5-second pattern" in only(observe(resolver([late])), "dns.10.96.0.10").summary
+    # one late answer among quick ones is one lost packet, not the pattern
+    mixed = only(observe(resolver([late] + [probe(0.002) for _ in range(30)])),
+                 "dns.10.96.0.10")
+    assert "5-second pattern" not in mixed.summary

@@ -41,6 +41,7 @@ class FakeNet:
     servers: Sequence[str] = ("10.96.0.10",)
     rcode: int = dns.rcode.NOERROR
     drop: Callable[[int, dns.message.Message], bool] = lambda n, q: False
+    send_cost: float = 0.0  # seconds each send takes: real sends are not free
     sent: list[tuple[str, str, str]] = field(default_factory=list)  # (addr, proto, type)
     sockets: list[FakeSocket] = field(default_factory=list)
 
@@ -81,6 +82,7 @@ class FakeSocket:
 
     def send(self, data: bytes) -> int:
         assert self.peer is not None
+        self.net.clock.now += self.net.send_cost
         if self.peer not in self.net.servers:  # ICMP port unreachable arrives at once
             self.inbox.append((self.net.clock.now, b""))
             return len(data)
@@ -267,3 +269,83 @@ def test_a_name_that_cannot_be_queried_is_an_error_not_a_crash(tmp_path: Path) -
     (p,) = source.collect().resolvers[0].probes
     assert not p.answered and p.error is not None and p.error.startswith("bad query")
     assert p.failure == "bad_query"  # a bounded label for the failures metric
+
+
+# --- the round's budget at glibc's defaults ---------------------------------------------------
+
+def test_a_lost_first_packet_gets_its_retry_within_the_default_budget(tmp_path: Path) -> None:
+    """timeout 5 s, attempts 2, max_seconds 10: the retry starts at ~5 s with a little less
+    than a whole timeout left, and is answered (it used to be skipped: no whole timeout fit,
+    and the resolver was reported dead)."""
+    from netagent.checks import dns as checks
+    from netagent.config import DnsThresholds
+    from netagent.model import Observations, Status
+
+    net = FakeNet(Clock(), drop=lambda n, q: n % 4 == 0, send_cost=0.001)
+    obs = make_source(tmp_path, net, nodelocal_address="",
+                      probes=DnsProbeCounts(parallel=2, udp=0, tcp=0)).collect()
+    first, second = obs.resolvers[0].probes
+    assert (first.answered, first.tries, first.timeouts, first.cut) == (True, 2, 1, False)
+    assert 5.0 <= first.latency <= 5.1
+    # the second probe's first packet is lost too; the round ends before its timeout
+    assert (second.answered, second.timeouts, second.cut, second.measured) == (
+        False, 0, True, False)
+    assert second.failure is None
+    assert obs.duration <= 10.0
+    (result,) = [c for c in checks.evaluate(Observations(current={"dns": obs}),
+                                            DnsThresholds()) if c.id == "dns.10.96.0.10"]
+    assert result.status is Status.CRITICAL
+    assert "5-second pattern" in result.summary and "no answer" not in result.summary
+    assert result.evidence["waits_cut_by_budget"] == 1
+
+
+def test_a_dead_resolver_says_how_many_tries_were_made(tmp_path: Path) -> None:
+    from netagent.checks import dns as checks
+    from netagent.config import DnsThresholds
+    from netagent.model import Observations
+
+    net = FakeNet(Clock(), drop=lambda n, q: True, send_cost=0.001)
+    obs = make_source(tmp_path, net, nodelocal_address="").collect()
+    (p,) = obs.resolvers[0].probes
+    assert (p.tries, p.timeouts, p.cut) == (2, 1, True)
+    (result,) = [c for c in checks.evaluate(Observations(current={"dns": obs}),
+                                            DnsThresholds()) if c.id == "dns.10.96.0.10"]
+    assert "2 tries made: 1 waited out the 5 s timeout, 1 cut short by the round's 10 s " \
+           "budget" in result.summary
+
+
+def test_a_link_local_nameserver_without_a_zone_is_named_as_such(tmp_path: Path) -> None:
+    import socket as real_socket
+
+    from netagent.checks import dns as checks
+    from netagent.config import DnsThresholds
+    from netagent.model import Observations
+
+    (tmp_path / "resolv.conf").write_text("nameserver fe80::53\n")
+    source = DnsSource(DnsConfig(resolv_conf=str(tmp_path / "resolv.conf"),
+                                 kubelet_config="", nodelocal_address="",
+                                 names=("example.com.",),
+                                 probes=DnsProbeCounts(parallel=1, udp=0, tcp=1)),
+                       socket_factory=real_socket.socket)
+    obs = source.collect()
+    probes = obs.resolvers[0].probes
+    assert {p.error for p in probes} == {"link-local address without a zone (EINVAL)"}
+    (result,) = [c for c in checks.evaluate(Observations(current={"dns": obs}),
+                                            DnsThresholds()) if c.id == "dns.fe80::53"]
+    assert "without a zone" in result.summary and "EINVAL" in result.summary
+    assert "%eth0" in result.recommendation
+    assert "tries of 5 s each" not in result.summary
+
+
+def test_an_empty_resolv_conf_means_glibc_default(tmp_path: Path) -> None:
+    from netagent.checks import dns as checks
+    from netagent.config import DnsThresholds
+    from netagent.model import Observations
+
+    net = FakeNet(Clock(), servers=("127.0.0.1",))
+    obs = make_source(tmp_path, net, resolv="# nothing here\n", nodelocal_address="").collect()
+    (r,) = obs.resolvers
+    assert (r.resolver, r.origins) == ("127.0.0.1", ("glibc default",))
+    (result,) = [c for c in checks.evaluate(Observations(current={"dns": obs}),
+                                            DnsThresholds()) if c.id == "dns.127.0.0.1"]
+    assert "names no nameserver" in result.summary and "default" in result.summary
