@@ -1,8 +1,7 @@
 """The DNS part of a kubelet configuration file (``KubeletConfiguration``, YAML or JSON).
 
 What a person would type: ``grep -A2 clusterDNS /var/lib/kubelet/config.yaml`` (kubeadm
-writes it there; EKS uses /etc/kubernetes/kubelet/kubelet-config.json, also accepted: JSON is
-YAML). ``clusterDNS`` is the list of nameservers kubelet writes into every ClusterFirst pod's
+writes it there; EKS uses /etc/kubernetes/kubelet/kubelet-config.json, read as JSON). ``clusterDNS`` is the list of nameservers kubelet writes into every ClusterFirst pod's
 resolv.conf; with NodeLocal DNSCache in IPVS mode it holds the cache's link-local address.
 A file that cannot be understood gives a ``KubeletDns`` whose ``problem`` says why.
 """
@@ -10,6 +9,7 @@ A file that cannot be understood gives a ``KubeletDns`` whose ``problem`` says w
 from __future__ import annotations
 
 import ipaddress
+import json
 from typing import Any
 
 from netagent.loaders import LoadError, load_yaml
@@ -19,10 +19,20 @@ KIND = "KubeletConfiguration"
 
 
 def parse_kubelet_config(text: str, *, path: str) -> KubeletDns:
-    try:
-        data: Any = load_yaml(text, where=path)  # JSON (EKS, k3s) loads as YAML 1.2 does
-    except LoadError as err:
-        return KubeletDns(path=path, problem=_first_line(err))
+    data: Any
+    if text.lstrip().startswith("{"):
+        # JSON (EKS, OpenShift): read as JSON, since YAML refuses tabs JSON allows
+        try:
+            data = json.loads(text)
+        except ValueError as err:
+            return KubeletDns(path=path, problem=f"{path}: not valid JSON: {err}")
+        except RecursionError:
+            return KubeletDns(path=path, problem=f"{path}: not valid JSON: nested too deeply")
+    else:
+        try:
+            data = load_yaml(text, where=path)
+        except LoadError as err:
+            return KubeletDns(path=path, problem=_first_line(err))
     if not isinstance(data, dict):
         return KubeletDns(path=path, problem=f"{path}: not a KubeletConfiguration (no mapping)")
     kind = data.get("kind")

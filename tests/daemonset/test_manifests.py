@@ -205,16 +205,22 @@ def test_volumes_and_mounts() -> None:
     assert netns["mountPropagation"] == "HostToContainer"
     assert volumes[netns["name"]]["hostPath"]["path"] == "/run/netns"
 
-    kubelet = mounts["/var/lib/kubelet/config.yaml"]
+    # The kubelet config's directory, so that a node without the file still starts the pod
+    # (a hostPath of type File does not), and the configuration names the file inside it.
+    kubelet = mounts["/host/kubelet"]
     assert kubelet["readOnly"] is True
     assert volumes[kubelet["name"]]["hostPath"] == {
-        "path": "/var/lib/kubelet/config.yaml",
-        "type": "File",
+        "path": "/var/lib/kubelet",
+        "type": "DirectoryOrCreate",
     }
+    settings = yaml.safe_load(only("ConfigMap")["data"]["config.yaml"])
+    assert settings["dns"]["kubelet_config"] == "/host/kubelet/config.yaml"
+    types = {v["hostPath"].get("type") for v in volumes.values() if "hostPath" in v}
+    assert "File" not in types  # nothing that must exist on the node
 
     # Nothing else of the host is mounted, and nothing host-mounted is writable.
     host_paths = {v["hostPath"]["path"] for v in volumes.values() if "hostPath" in v}
-    assert host_paths == {"/run/netns", "/var/lib/kubelet/config.yaml"}
+    assert host_paths == {"/run/netns", "/var/lib/kubelet"}
     for mount in mounts.values():
         if "hostPath" in volumes[mount["name"]]:
             assert mount["readOnly"] is True, mount["mountPath"]
@@ -227,6 +233,7 @@ def test_config_file_is_in_the_configmap() -> None:
     assert config == {
         "agent": {"intervals": {"neighbours": 15, "conntrack": 15, "overlay": 15, "dns": 30,
                                 "cluster": 30}},
+        "dns": {"kubelet_config": "/host/kubelet/config.yaml"},
         "thresholds": {
             "neighbour": {"warning_ratio": 0.8, "critical_ratio": 0.95},
             "conntrack": {"warning_ratio": 0.75, "critical_ratio": 0.9},

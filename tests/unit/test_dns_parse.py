@@ -185,3 +185,23 @@ def test_sets_prefixes_ranges_and_negation() -> None:
 def test_unreadable_ruleset(text: str) -> None:
     with pytest.raises(SourceError):
         parse_notrack_rules(text)
+
+
+def test_eks_kubelet_config_is_json(fixtures: Path) -> None:
+    # the shape of /etc/kubernetes/kubelet/kubelet-config.json on EKS (Amazon Linux 2), with
+    # a tab, which JSON allows and YAML refuses
+    path = fixtures / "dns" / "kubelet-eks.json"
+    dns = parse_kubelet_config(path.read_text(), path=str(path))
+    assert dns.problem is None
+    assert dns.cluster_dns == ("10.100.0.10",) and dns.cluster_domain == "cluster.local"
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("{not json", "not valid JSON"),
+    ("a: &x [1]\nclusterDNS: *x\n", "aliases"),
+    ("clusterDNS: [10.0.0.10]\nclusterDNS: [10.0.0.11]\n", "duplicate key"),
+    ("{" * 100_000, "not valid JSON"),
+])
+def test_hostile_kubelet_configs_are_problems_not_crashes(text: str, problem: str) -> None:
+    dns = parse_kubelet_config(text, path="/k.yaml")
+    assert dns.problem is not None and problem in dns.problem
