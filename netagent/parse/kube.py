@@ -158,9 +158,14 @@ def _mac(notes: Mapping[str, Any], key: str) -> str | None:
 
 def status_message(doc: Mapping[str, Any]) -> str:
     """The reason a ``Status`` object gives: "Forbidden: nodes is forbidden: ..."."""
-    message = doc.get("message") or "no message"
+    message = doc.get("message")
+    message = shorten(message, 300).strip("'\"") if message else "no message"
+    if not isinstance(doc.get("message"), str | type(None)):
+        message = f"(message not text) {message}"
     reason = doc.get("reason")
-    return f"{reason}: {message}" if reason and reason not in str(message) else str(message)
+    if not isinstance(reason, str) or not reason:
+        return message
+    return message if reason in message else f"{shorten(reason, 60).strip(chr(39))}: {message}"
 
 
 def error_reason(code: int, body: bytes) -> str:

@@ -1,7 +1,8 @@
 """The DNS part of a kubelet configuration file (``KubeletConfiguration``, YAML or JSON).
 
 What a person would type: ``grep -A2 clusterDNS /var/lib/kubelet/config.yaml`` (kubeadm
-writes it there; EKS uses /etc/kubernetes/kubelet/kubelet-config.json, read as JSON). ``clusterDNS`` is the list of nameservers kubelet writes into every ClusterFirst pod's
+writes it there; EKS uses /etc/kubernetes/kubelet/kubelet-config.json, read as
+JSON). ``clusterDNS`` is the list of nameservers kubelet writes into every ClusterFirst pod's
 resolv.conf; with NodeLocal DNSCache in IPVS mode it holds the cache's link-local address.
 A file that cannot be understood gives a ``KubeletDns`` whose ``problem`` says why.
 """

@@ -14,7 +14,7 @@ import os
 import struct
 from collections import Counter
 from collections.abc import Iterator
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from netagent.errors import NetagentError
 
@@ -263,6 +263,8 @@ def _tally_messages(buf: bytes, offset: int, tally: NeighbourTally,
                     tally[(ifindex, state, flags, 0, refcnt > 0, updated <= recent_ticks)] += 1
                     offset += (length + 3) & ~3
                     continue
+            if length < hdr_size + nd_size:
+                raise NetagentError(f"truncated neighbour message at byte {offset}")
             _fam, _p1, _p2, ifindex, state, flags, _type = nd_unpack(buf, offset + hdr_size)
             referenced = recent = None
             flags_ext = 0
@@ -270,7 +272,7 @@ def _tally_messages(buf: bytes, offset: int, tally: NeighbourTally,
             attr = offset + hdr_size + nd_size
             while attr + 4 <= end:
                 alen, atype = rta_unpack(buf, attr)
-                if alen < 4:
+                if alen < 4 or attr + alen > end:
                     break
                 atype &= 0x3FFF
                 if atype == NDA_CACHEINFO and alen >= 20:
@@ -297,6 +299,8 @@ def _ends_dump(buf: bytes, offset: int, msg_type: int) -> bool:
 
 def _raise_on_error(buf: bytes, offset: int) -> None:
     """The NLMSG_ERROR message at ``offset``: an error raises, an acknowledgement (0) returns."""
+    if _u32(buf, offset) < _NLMSGHDR.size + 4 or offset + _NLMSGHDR.size + 4 > len(buf):
+        raise NetagentError(f"truncated netlink error message at byte {offset}")
     (error,) = _I32.unpack_from(buf, offset + _NLMSGHDR.size)
     if error:
         raise NetlinkError(-error)
@@ -313,7 +317,7 @@ def decode_links(buf: bytes) -> list[Link]:
     for msg_type, _flags, start, end in iter_messages(buf):
         if msg_type != RTM_NEWLINK:
             continue
-        _fam, _pad, _type, index, _flags2, _change = _IFINFOMSG.unpack_from(buf, start)
+        _fam, _pad, _type, index, _flags2, _change = unpack_header(_IFINFOMSG, buf, start, end)
         name, kind = "", ""
         for atype, astart, aend in iter_attrs(buf, start + _IFINFOMSG.size, end):
             if atype == IFLA_IFNAME:
@@ -324,6 +328,18 @@ def decode_links(buf: bytes) -> list[Link]:
                         kind = cstring(buf, istart, iend)
         out.append(Link(index, name, kind))
     return out
+
+
+def unpack_header(layout: struct.Struct, buf: bytes, start: int, end: int) -> tuple[Any, ...]:
+    """The fixed header of a message payload; a payload too short for it is an error."""
+    if end - start < layout.size:
+        raise NetagentError(f"netlink message too short for its header at byte {start}")
+    return layout.unpack_from(buf, start)
+
+
+def attr_u32(buf: bytes, start: int, end: int) -> int | None:
+    """A u32 attribute payload, or None when the payload is shorter than 4 bytes."""
+    return _u32(buf, start) if end - start >= 4 else None
 
 
 def iter_attrs(buf: bytes, start: int, end: int) -> Iterator[tuple[int, int, int]]:

@@ -29,6 +29,8 @@ def parse_notrack_rules(text: str) -> tuple[NotrackRule, ...]:
         data = json.loads(text)
     except ValueError as err:
         raise SourceError(f"nft -j list ruleset: not JSON: {err}") from err
+    except RecursionError as err:
+        raise SourceError("nft -j list ruleset: nested too deeply") from err
     items = data.get("nftables") if isinstance(data, dict) else None
     if not isinstance(items, list):
         raise SourceError("nft -j list ruleset: no 'nftables' list")
@@ -64,7 +66,8 @@ def _notrack_rule(rule: dict[str, Any],
             verdict = True
         xt = expr.get("xt")
         if (isinstance(xt, dict) and xt.get("type") == "target"
-                and xt.get("name") in _XT_NOTRACK and verdict is None):
+                and isinstance(xt.get("name"), str) and xt["name"] in _XT_NOTRACK
+                and verdict is None):
             verdict = False
         match = expr.get("match")
         if isinstance(match, dict) and match.get("op", "==") in ("==", "in"):
@@ -136,7 +139,8 @@ def _port_ranges(right: Any) -> list[tuple[int, int]]:
     for value in _values(right):
         if isinstance(value, int):
             out.append((value, value))
-        elif isinstance(value, dict) and isinstance(value.get("range"), list):
+        elif (isinstance(value, dict) and isinstance(value.get("range"), list)
+              and len(value["range"]) == 2):
             low, high = value["range"]
             if isinstance(low, int) and isinstance(high, int):
                 out.append((low, high))

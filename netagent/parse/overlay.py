@@ -24,10 +24,12 @@ from netagent.parse.netlink import (
     RTM_GETNEIGH,
     RTM_NEWLINK,
     RTM_NEWNEIGH,
+    attr_u32,
     cstring,
     dump_request,
     iter_attrs,
     iter_messages,
+    unpack_header,
 )
 
 # include/uapi/linux/rtnetlink.h
@@ -107,7 +109,7 @@ def decode_link_details(buf: bytes) -> list[LinkDetail]:
     for msg_type, _flags, start, end in iter_messages(buf):
         if msg_type != RTM_NEWLINK:
             continue
-        _fam, _pad, _type, index, ifflags, _change = _IFINFOMSG.unpack_from(buf, start)
+        _fam, _pad, _type, index, ifflags, _change = unpack_header(_IFINFOMSG, buf, start, end)
         name, kind, mac = "", "", None
         info: dict[int, tuple[int, int]] = {}
         for atype, astart, aend in iter_attrs(buf, start + _IFINFOMSG.size, end):
@@ -134,14 +136,15 @@ def _with_vxlan_info(link: LinkDetail, buf: bytes, info: dict[int, tuple[int, in
     local = None
     learning = None
     if IFLA_VXLAN_ID in info:
-        vni = _U32.unpack_from(buf, info[IFLA_VXLAN_ID][0])[0]
+        vni = attr_u32(buf, *info[IFLA_VXLAN_ID])
     for attr in (IFLA_VXLAN_LOCAL, IFLA_VXLAN_LOCAL6):
         if attr in info:
             start, end = info[attr]
             local = format_ip(buf[start:end])
-    if IFLA_VXLAN_PORT in info:
+    if IFLA_VXLAN_PORT in info and info[IFLA_VXLAN_PORT][1] - info[IFLA_VXLAN_PORT][0] >= 2:
         port = _BE16.unpack_from(buf, info[IFLA_VXLAN_PORT][0])[0]
-    if IFLA_VXLAN_LEARNING in info:
+    if IFLA_VXLAN_LEARNING in info and info[IFLA_VXLAN_LEARNING][1] > info[
+            IFLA_VXLAN_LEARNING][0]:
         learning = bool(buf[info[IFLA_VXLAN_LEARNING][0]])
     return link._replace(vni=vni, local=local, port=port, learning=learning)
 
@@ -166,7 +169,7 @@ def _neighbours(buf: bytes, ifindex: int
     for msg_type, _flags, start, end in iter_messages(buf):
         if msg_type != RTM_NEWNEIGH:
             continue
-        fam, _p1, _p2, index, state, flags, _type = _NDMSG.unpack_from(buf, start)
+        fam, _p1, _p2, index, state, flags, _type = unpack_header(_NDMSG, buf, start, end)
         if index != ifindex:
             continue
         dst = mac = None
@@ -190,8 +193,8 @@ def decode_routes(buf: bytes, *, ifindex: int, family: str = "ipv4") -> list[Ove
     for msg_type, _flags, start, end in iter_messages(buf):
         if msg_type != RTM_NEWROUTE:
             continue
-        fam, dst_len, _sl, _tos, table, _proto, _scope, rtype, rflags = _RTMSG.unpack_from(
-            buf, start)
+        fam, dst_len, _sl, _tos, table, _proto, _scope, rtype, rflags = unpack_header(
+            _RTMSG, buf, start, end)
         if fam != wanted or rtype != RTN_UNICAST:
             continue
         dst = gateway = oif = None
@@ -201,9 +204,9 @@ def decode_routes(buf: bytes, *, ifindex: int, family: str = "ipv4") -> list[Ove
             elif atype == RTA_GATEWAY:
                 gateway = (astart, aend)
             elif atype == RTA_OIF:
-                oif = _U32.unpack_from(buf, astart)[0]
+                oif = attr_u32(buf, astart, aend)
             elif atype == RTA_TABLE:
-                table = _U32.unpack_from(buf, astart)[0]
+                table = attr_u32(buf, astart, aend) or table
         if oif != ifindex or table != RT_TABLE_MAIN:
             continue
         # addresses formatted only for the device's routes, not the whole table's
