@@ -122,7 +122,9 @@ class ClusterSource:
             # Every failure, a bug included, waits out the same poll interval: the API is
             # never asked more often than poll_seconds, whatever went wrong. The error itself
             # goes up unchanged, so the agent can log a bug's traceback (once).
-            self._failure, self._cached = str(err) or type(err).__name__, None
+            self._failure = (str(err) if isinstance(err, NetagentError)
+                             else f"unexpected {type(err).__name__}: {err}")
+            self._cached = None
             self._next_due = now + self.config.poll_seconds * (1 + JITTER * self.rand())
             if self.configured_nodes is not None:
                 return ClusterInfo(nodes=self.configured_nodes, source="configuration",

@@ -359,3 +359,37 @@ def test_a_collection_rejudges_only_the_checks_that_read_it(
     assert {c.id for c in agent.state().checks} >= {"neighbour.ipv4", "neighbour.ipv6"}
     assert registry.inputs("dns") == {"dns", "conntrack"}
     assert registry.inputs("conntrack") == {"conntrack"}
+
+
+def test_a_bug_in_the_cluster_source_is_backed_off_and_logged_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A bug (not a SourceError) in the cluster source used to skip its backoff: the API was
+    asked every interval and a traceback logged each time (21 in 3 minutes)."""
+    from labkit.fakeapi import FakeAPI
+    from labkit.overlay import node_list
+
+    from netagent.config import ClusterConfig
+    from netagent.sources import cluster as cluster_module
+
+    def broken(body: bytes) -> None:
+        raise KeyError("items")
+
+    monkeypatch.setattr(cluster_module, "parse_node_page", broken)
+    clock = FakeClock()
+    with FakeAPI(node_list(3)) as api:
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(
+            "current-context: t\ncontexts:\n- name: t\n  context: {cluster: c}\n"
+            f"clusters:\n- name: c\n  cluster:\n    server: {api.url}\n")
+        source = cluster_module.ClusterSource(
+            ClusterConfig(kubeconfig=str(kubeconfig), poll_seconds=300), env={},
+            clock=clock, rand=lambda: 0.0)
+        agent = Agent({"cluster": source}, Config(), clock=clock, wait=clock.wait)
+        agent.run_source("cluster", max_rounds=6)  # 30 s interval: three minutes
+        assert clock.now - 1000.0 >= 150
+        assert len(api.requests) == 1  # asked once, then the poll interval is waited out
+    errors = {agent.state().sources["cluster"].run.error}
+    assert all("KeyError" in e for e in errors if e)
+    tracebacks = [r for r in caplog.records if r.exc_info]
+    assert len(tracebacks) == 1
