@@ -22,6 +22,7 @@ from labkit.overlay import Overlay, node_list
 
 from netagent.model import Status
 from netagent.sources import netns
+from netagent.sources.cluster import PAGE_SIZE
 from netagent.sources.overlay import OverlaySource
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,7 +94,8 @@ def test_dropped_fdb_entries_are_critical_and_named(lab: Lab, tmp_path: Path) ->
             "users:\n- name: agent\n  user: {token: lab-token}\n")
         code, report = check(lab, "--only", "overlay", "--only", "cluster",
                              "--kubeconfig", str(config))
-        assert api.requests and api.requests[0][0] == "/api/v1/nodes?limit=500&resourceVersion=0"
+        first = f"/api/v1/nodes?limit={PAGE_SIZE}&resourceVersion=0"
+        assert api.requests and api.requests[0][0] == first
     flannel = by_id(report)["overlay.flannel.1"]
     assert (code, flannel["status"]) == (2, "critical"), flannel["summary"]
     assert flannel["evidence"]["missing"] == [
