@@ -107,6 +107,75 @@ def run(listen: str | None, config: str | None, log_format: str) -> None:
     agent.serve(settings, listen=listen)
 
 
+@cli.command()
+@click.option("--prometheus", "url", required=True, metavar="URL",
+              help="Base URL of the Prometheus HTTP API (Prometheus, Thanos Query, Mimir's "
+                   "/prometheus).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--window", default="1h", show_default=True, metavar="DURATION",
+              help="History for rates, trends and the node count's growth (30m, 1h, 2d).")
+@click.option("--horizon", default="24h", show_default=True, metavar="DURATION",
+              help="How far ahead the rolled-out limits must hold.")
+@click.option("--alpha", type=click.FloatRange(0, 0.5, min_open=True), default=0.05,
+              show_default=True, help="Significance level of the outlier test.")
+@click.option("--selector", default='{job="netagent"}', show_default=True,
+              help="Label matchers added to every query.")
+@click.option("--node-label", default="instance", show_default=True,
+              help="The label that names the node.")
+@click.option("--timeout", type=click.FloatRange(0.1, 300), default=10.0, show_default=True,
+              callback=_finite, help="Seconds each request may take.")
+@click.option("--user", default=None, help="Basic-auth user; the password is read from "
+              "NETAGENT_PROMETHEUS_PASSWORD.")
+@click.option("--bearer-token-file", type=click.Path(dir_okay=False), default=None,
+              help="File holding a bearer token.")
+@click.option("--ca-file", type=click.Path(dir_okay=False), default=None,
+              help="CA bundle that signed the server's certificate.")
+@click.option("--insecure-skip-tls-verify", "insecure", is_flag=True,
+              help="Do not verify the server's certificate.")
+def fleet(url: str, as_json: bool, window: str, horizon: str, alpha: float, selector: str,
+          node_label: str, timeout: float, user: str | None, bearer_token_file: str | None,
+          ca_file: str | None, insecure: bool) -> None:
+    """The odd node and the fleet's headroom, from netagent's series in Prometheus.
+
+    Exit status: 0 ok, 1 outliers or warning nodes, 2 a critical node, 3 Prometheus could
+    not be read (or answered nonsense). Needs scipy: pip install 'netagent[fleet]'.
+    """
+    import os
+    import time
+
+    from netagent.fleet import analysis, gather, render, stats
+    from netagent.sources.prometheus import PrometheusClient, PrometheusTarget
+
+    try:
+        t_isf = stats.student_t_isf()
+    except ImportError as err:
+        raise NetagentError("netagent fleet needs scipy for the outlier test: "
+                            "pip install 'netagent[fleet]'") from err
+    try:
+        window_s, horizon_s = gather.parse_duration(window), gather.parse_duration(horizon)
+        queries = gather.Queries(selector, node_label=node_label, window=window_s,
+                                 horizon=horizon_s)
+    except ValueError as err:
+        raise click.UsageError(str(err)) from err
+    target = PrometheusTarget(url=url, timeout=timeout, ca_file=ca_file, insecure=insecure,
+                              username=user, token_file=bearer_token_file,
+                              password=os.environ.get("NETAGENT_PROMETHEUS_PASSWORD"))
+    try:
+        client = PrometheusClient(target)
+        data = gather.gather(client, queries, at=time.time(), window=window_s,
+                             horizon=horizon_s)
+    except NetagentError as err:
+        reason = str(err)
+        raise NetagentError(reason if reason.startswith(url.rstrip("/"))
+                            else f"{url}: {reason}") from err
+    report = analysis.analyse(data, alpha=alpha, t_isf=t_isf)
+    if as_json:
+        click.echo(render.as_json(report))
+    else:
+        click.echo(render.text(report, colour=sys.stdout.isatty()))
+    sys.exit(int(report.status))
+
+
 def _validate_kubeconfig(settings: Config, sources: Mapping[str, Any]) -> None:
     """A kubeconfig named on the command line or in the configuration that cannot be used
     is a usage error (exit 3, one line), not a check result."""

@@ -15,3 +15,7 @@ class ConfigError(NetagentError):
 
 class SourceError(NetagentError):
     """A source could not read what it needs (missing file, no permission, netlink error)."""
+
+
+class ParseError(NetagentError):
+    """Input from the system or a server is not what its format says (the message says how)."""

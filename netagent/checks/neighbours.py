@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from netagent.checks.sysctl import recommend, round_up
+from netagent.checks.sysctl import neighbour_thresholds, recommend, round_up
 from netagent.config import NeighbourThresholds
 from netagent.model import (
     CheckResult,
@@ -229,10 +229,8 @@ def _recommendation(family: str, count: int, limits: NeighbourLimits,
     if needed <= g3 and status is Status.OK:
         return ""
     new3 = max(g3, round_up(needed))
-    settings = {
-        f"{SYSCTL[family]}.gc_thresh1": max(limits.gc_thresh1, new3 // 8),
-        f"{SYSCTL[family]}.gc_thresh2": max(limits.gc_thresh2, new3 // 2),
-        f"{SYSCTL[family]}.gc_thresh3": new3,
-    }
+    current = (limits.gc_thresh1, limits.gc_thresh2, limits.gc_thresh3)
+    settings = {key: max(now, value) for (key, value), now in zip(
+        neighbour_thresholds(SYSCTL[family], new3).items(), current, strict=True)}
     why += " (gc_thresh1/2 scaled 1:4:8 as the defaults):"
     return why + "\n" + recommend(settings, conf_file=f"90-netagent-neighbour-{family}.conf")

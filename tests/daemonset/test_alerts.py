@@ -33,16 +33,28 @@ EXPECTED_ALERTS = {
     "NetagentSourceDown": "warning",
     "NetagentCheckCritical": "critical",
     "NetagentAbsent": "warning",
+    "NetagentNodeUnlikeFleet": "warning",
 }
+# What each fleet recording rule's `metric` label names: `netagent fleet`'s metrics.
+RECORDED_LABELS = {"metric"}
 
 SELECTOR = re.compile(r"\b((?:netagent_[a-z_]+)|up)\s*\{([^}]*)\}")
 MATCHER = re.compile(r'(\w+)\s*(=~|!~|!=|=)\s*"([^"]*)"')
 GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)")
 
 
-def rules() -> list[dict[str, Any]]:
+def every_rule() -> list[dict[str, Any]]:
     groups = yaml.safe_load(ALERTS.read_text())["groups"]
     return [rule for group in groups for rule in group["rules"]]
+
+
+def rules() -> list[dict[str, Any]]:
+    """The alerting rules."""
+    return [rule for rule in every_rule() if "alert" in rule]
+
+
+def recorded() -> list[dict[str, Any]]:
+    return [rule for rule in every_rule() if "record" in rule]
 
 
 def test_promtool_check_rules(promtool: Promtool) -> None:
@@ -55,9 +67,24 @@ def test_promtool_unit_tests(promtool: Promtool) -> None:
     assert result.returncode == 0, f"promtool test rules failed:\n{result.stdout}{result.stderr}"
 
 
-def test_one_group_named_netagent() -> None:
+def test_the_node_group_and_the_fleet_group() -> None:
     groups = yaml.safe_load(ALERTS.read_text())["groups"]
-    assert [group["name"] for group in groups] == ["netagent"]
+    assert [group["name"] for group in groups] == ["netagent", "netagent-fleet"]
+
+
+def test_the_fleet_recording_rules_cover_the_metrics_netagent_fleet_tests(
+        contract: MetricContract) -> None:
+    from netagent.fleet.analysis import METRICS
+
+    inputs = [r for r in recorded() if r["record"] == "netagent:fleet_input"]
+    assert sorted(r["labels"]["metric"] for r in inputs) == sorted(METRICS)
+    for rule in recorded():
+        assert rule["record"].startswith("netagent:"), rule["record"]
+        names = set(re.findall(r"\bnetagent_[a-z_]+", rule["expr"]))
+        assert names <= contract.series_names(), names - contract.series_names()
+    stats = {r["record"] for r in recorded()} - {"netagent:fleet_input"}
+    assert stats == {"netagent:fleet_input:mean", "netagent:fleet_input:stddev",
+                     "netagent:fleet_input:nodes", "netagent:fleet_input:zscore"}
 
 
 def test_the_documented_alerts_with_their_severity() -> None:
@@ -98,7 +125,8 @@ def test_expression_speaks_the_metric_contract(
                 assert set(value.split("|")) <= contract.conntrack_events, value
     for clause in GROUPING.findall(expr):
         labels = {label.strip() for label in clause.split(",") if label.strip()}
-        assert labels <= contract.all_labels(), f"unknown labels {labels - contract.all_labels()}"
+        known = contract.all_labels() | RECORDED_LABELS
+        assert labels <= known, f"unknown labels {labels - known}"
 
 
 # --- the PrometheusRule is generated from alerts.yaml -------------------------------

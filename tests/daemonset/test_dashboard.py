@@ -21,6 +21,12 @@ DASHBOARD = REPO / "daemonset" / "dashboard.json"
 VARIABLES = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1h", "$instance": ".*"}
 
 
+def recorded() -> set[str]:
+    """The series the recording rules of daemonset/alerts.yaml make."""
+    groups = yaml.safe_load((REPO / "daemonset" / "alerts.yaml").read_text())["groups"]
+    return {rule["record"] for group in groups for rule in group["rules"] if "record" in rule}
+
+
 def dashboard() -> dict[str, Any]:
     loaded: dict[str, Any] = json.loads(DASHBOARD.read_text())
     return loaded
@@ -64,7 +70,9 @@ def test_dashboard_is_a_grafana_dashboard() -> None:
 @pytest.mark.parametrize("where, expr", queries(), ids=[where for where, _ in queries()])
 def test_queries_use_only_contract_metrics(where: str, expr: str, contract: MetricContract) -> None:
     names = set(re.findall(r"netagent_[a-z_]+", expr))
-    assert names, f"{where}: no netagent metric in {expr!r}"
+    records = set(re.findall(r"netagent:[a-z_:]+", expr))
+    assert names or records, f"{where}: no netagent metric in {expr!r}"
+    assert records <= recorded(), f"{where}: not recorded in alerts.yaml: {records - recorded()}"
     unknown = names - contract.series_names()
     assert not unknown, f"{where}: not in the metric contract: {sorted(unknown)}"
 
@@ -86,6 +94,9 @@ def test_the_promised_panels_are_there() -> None:
     assert heatmap["type"] == "heatmap"
     assert heatmap["targets"][0]["format"] == "heatmap"
     assert "netagent_dns_probe_duration_seconds_bucket" in expr["DNS probe latency"]
+
+    assert "netagent:fleet_input:zscore" in expr["Fleet: z-score per node and metric"]
+    assert "netagent:fleet_input:zscore" in expr["Fleet: nodes furthest from the mean"]
 
     for title, metric in (
         ("Check status", "netagent_check_status"),
