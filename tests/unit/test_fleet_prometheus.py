@@ -171,3 +171,13 @@ def test_queries_carry_the_selector_and_the_node_label() -> None:
     for bad in ("", "0s", "1y", "-1h"):
         with pytest.raises(ValueError):
             gather.parse_duration(bad)
+
+
+def test_an_answer_too_large_is_refused(capsys: pytest.CaptureFixture[str],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from netagent.sources import prometheus as client
+
+    monkeypatch.setattr(client, "MAX_BODY", 1 << 20)
+    with serving(answer(200, b" " * (3 << 20))) as url:
+        code, err, _ = run_fleet(url, capsys)
+    assert (code, err) == (3, f"netagent: {url}/api/v1/query: answer larger than 1 MB")

@@ -26,6 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from netagent.errors import NetagentError
+from netagent.parse import prometheus
 from netagent.parse.conntrack import parse_netlink_stats, parse_proc_stats
 from netagent.parse.kube import error_reason, parse_kubeconfig, parse_node_page
 from netagent.parse.kubelet import parse_kubelet_config
@@ -273,3 +274,22 @@ def test_the_kubernetes_seeds_parse(seed: str) -> None:
         parse_node_page(seed)
     except NetagentError as err:
         assert "Forbidden" in str(err)
+
+
+# --- Prometheus HTTP API answers (netagent fleet) --------------------------------------------
+
+PROMETHEUS = [json.dumps(doc) for doc in (
+    {"status": "success", "data": {"resultType": "vector", "result": [
+        {"metric": {"instance": "node-1", "family": "ipv4"}, "value": [1.7e9, "312"]},
+        {"metric": {"instance": "node-2"}, "value": [1.7e9, "NaN"]}]}},
+    {"status": "success", "data": {"resultType": "matrix", "result": [
+        {"metric": {}, "values": [[1.7e9, "300"], [1.7e9 + 60, "301"]]}]}},
+    {"status": "error", "errorType": "bad_data", "error": "parse error"})]
+
+
+@FUZZ
+@given(st.one_of(st.binary(max_size=200), json_values().map(lambda v: json.dumps(v).encode()),
+                 mutated_json(PROMETHEUS).map(str.encode)))
+def test_prometheus_answers(body: bytes) -> None:
+    only_ours(lambda: prometheus.vector(body))
+    only_ours(lambda: prometheus.matrix(body))
