@@ -35,12 +35,74 @@ class Status(enum.IntEnum):
         return Status.OK
 
 
+# --- proposed changes: what a fix would write, as data ------------------------------------
+
+
+@dataclass(frozen=True)
+class SysctlChange:
+    """Set a sysctl (``net.ipv4.neigh.default.gc_thresh3``) from ``current`` to ``target``."""
+
+    key: str
+    current: int | None
+    target: int
+    reason: str
+    kind: str = "sysctl"
+
+
+@dataclass(frozen=True)
+class ModuleParameterChange:
+    """Set a kernel module's parameter (``nf_conntrack hashsize``), now through its file in
+    ``/sys/module/<module>/parameters`` and at the next load through ``modprobe.d``."""
+
+    module: str
+    parameter: str
+    current: int | None
+    target: int
+    reason: str
+    kind: str = "module_parameter"
+
+    @property
+    def path(self) -> str:
+        return f"/sys/module/{self.module}/parameters/{self.parameter}"
+
+
+@dataclass(frozen=True)
+class NotrackChange:
+    """Raw-table NOTRACK rules for DNS to and from ``address`` on ``port``, per protocol, in
+    prerouting (to the address) and output (from it)."""
+
+    address: str
+    protocols: tuple[str, ...]
+    reason: str
+    port: int = 53
+    kind: str = "notrack"
+
+
+Change = SysctlChange | ModuleParameterChange | NotrackChange
+
+
+@dataclass(frozen=True)
+class ChangeSet:
+    """Changes made together: the report shows them as the commands that make them, the
+    sysctls persisted in ``/etc/sysctl.d/<conf_file>``, and ``note`` as a last comment."""
+
+    changes: tuple[Change, ...]
+    conf_file: str = ""
+    note: str = ""
+
+
+# What a check advises: words and change sets, shown in this order, concatenated.
+FixPart = str | ChangeSet
+
+
 @dataclass(frozen=True)
 class CheckResult:
     """One finding: what was seen, against which limit, and what to do about it.
 
     ``observed`` and ``limit`` are the headline figures (numbers or short strings);
-    ``evidence`` carries the supporting detail shown with ``-v`` and in JSON.
+    ``evidence`` carries the supporting detail shown with ``-v`` and in JSON. ``fix`` is the
+    advice: words, and the changes it proposes as records (``changes``), which the reports
+    render as commands; a plain string is advice in words only.
     """
 
     id: str
@@ -48,8 +110,22 @@ class CheckResult:
     summary: str
     observed: Any = None
     limit: Any = None
-    recommendation: str = ""
+    fix: tuple[FixPart, ...] | str = ()
     evidence: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.fix, str):
+            object.__setattr__(self, "fix", (self.fix,) if self.fix else ())
+
+    @property
+    def changes(self) -> tuple[Change, ...]:
+        return tuple(c for part in self.fix if isinstance(part, ChangeSet)
+                     for c in part.changes)
+
+    @property
+    def advice(self) -> str:
+        """The words of the fix, without the changes' commands."""
+        return "".join(part for part in self.fix if isinstance(part, str))
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from netagent.checks.sysctl import recommend
 from netagent.config import ConntrackThresholds
-from netagent.model import CheckResult, ConntrackObservation, Observations, Status
+from netagent.model import (
+    Change,
+    ChangeSet,
+    CheckResult,
+    ConntrackObservation,
+    FixPart,
+    ModuleParameterChange,
+    Observations,
+    Status,
+    SysctlChange,
+)
 from netagent.parse.conntrack import FixPresence, dns_race_fixes
 
 SOURCE = "conntrack"
@@ -22,9 +31,7 @@ TABLE, ERRORS = "conntrack.table", "conntrack.errors"
 # counters shown as evidence, in this order; the first three decide the status
 WATCHED = ("drop", "early_drop", "insert_failed", "clash_resolve", "chaintoolong", "invalid",
            "search_restart")
-HASHSIZE = "/sys/module/nf_conntrack/parameters/hashsize"
 SYSCTL_FILE = "90-netagent-conntrack.conf"
-MODPROBE_FILE = "/etc/modprobe.d/netagent-conntrack.conf"
 
 
 def evaluate(obs: Observations, thresholds: ConntrackThresholds) -> list[CheckResult]:
@@ -86,7 +93,7 @@ def check_table(obs: ConntrackObservation, t: ConntrackThresholds) -> CheckResul
         parts.append(f"average chain length {count / buckets:.2f} over {buckets} buckets")
     return CheckResult(
         id=TABLE, status=status, summary="; ".join(parts), observed=count, limit=max_,
-        recommendation=table_recommendation(count, max_, buckets, t, status),
+        fix=table_fix(count, max_, buckets, t, status),
         evidence=evidence,
     )
 
@@ -98,24 +105,34 @@ def _next_power_of_two(value: float) -> int:
     return n
 
 
-def table_recommendation(count: int, max_: int, buckets: int | None, t: ConntrackThresholds,
-                         status: Status) -> str:
-    """Limits that put today's count at ``headroom_ratio`` of the maximum, buckets = max/4.
+def table_changes(count: int, max_: int, buckets: int | None,
+                  t: ConntrackThresholds) -> ChangeSet:
+    """The one sizing rule for the conntrack table: ``nf_conntrack_max`` that puts ``count``
+    at ``headroom_ratio`` of it (a power of two), and buckets = max/4 when that is more.
 
     Raising only, never lowering (kube-proxy does the same: it sets nf_conntrack_max when the
     current value is lower, and the hash size to max/4, i.e. four entries per bucket).
     """
-    if status is Status.OK and count <= t.headroom_ratio * max_:
-        return ""
     new_max = max(max_, _next_power_of_two(count / t.headroom_ratio))
     new_buckets = new_max // 4
-    lines = [recommend({"net.netfilter.nf_conntrack_max": new_max}, conf_file=SYSCTL_FILE)]
+    reason = (f"{count} entries at most {t.headroom_ratio:.0%} of nf_conntrack_max, "
+              f"four entries per bucket")
+    changes: list[Change] = [SysctlChange(key="net.netfilter.nf_conntrack_max", current=max_,
+                                          target=new_max, reason=reason)]
     if buckets is None or new_buckets > buckets:
-        lines.append(f"echo {new_buckets} > {HASHSIZE}")
-        lines.append(f"cat > {MODPROBE_FILE} <<'EOF'\noptions nf_conntrack "
-                     f"hashsize={new_buckets}\nEOF")
-    lines.append("# in the host's network namespace: the limit and the hash table are global")
-    return "\n".join(lines)
+        changes.append(ModuleParameterChange(module="nf_conntrack", parameter="hashsize",
+                                             current=buckets, target=new_buckets,
+                                             reason=reason))
+    return ChangeSet(tuple(changes), conf_file=SYSCTL_FILE,
+                     note="# in the host's network namespace: the limit and the hash table "
+                          "are global")
+
+
+def table_fix(count: int, max_: int, buckets: int | None, t: ConntrackThresholds,
+              status: Status) -> tuple[FixPart, ...]:
+    if status is Status.OK and count <= t.headroom_ratio * max_:
+        return ()
+    return (table_changes(count, max_, buckets, t),)
 
 
 # --- conntrack.errors ---------------------------------------------------------------------
@@ -186,7 +203,7 @@ def check_errors(obs: ConntrackObservation, before: ConntrackObservation | None,
         id=ERRORS, status=status, summary=summary,
         observed={name: rates.get(name) for name in ("drop", "early_drop", "insert_failed")},
         limit=limit,
-        recommendation=_mitigations(obs, deltas, fixes, t) if status is not Status.OK else "",
+        fix=_mitigations(obs, deltas, fixes, t) if status is not Status.OK else (),
         evidence=evidence,
     )
 
@@ -220,8 +237,8 @@ def _without_rates(obs: ConntrackObservation, since_boot: dict[str, int],
     return CheckResult(
         id=ERRORS, status=status, summary=f"conntrack errors: {head} (since boot: {boot})",
         observed=None, limit=limit,
-        recommendation=(_mitigations(obs, dict(since_boot), dns_race_fixes(obs.kernel), t)
-                        if status is not Status.OK else ""),
+        fix=(_mitigations(obs, dict(since_boot), dns_race_fixes(obs.kernel), t)
+             if status is not Status.OK else ()),
         evidence=evidence,
     )
 
@@ -252,14 +269,14 @@ def _cause(obs: ConntrackObservation, deltas: dict[str, Any]) -> str:
 
 
 def _mitigations(obs: ConntrackObservation, deltas: dict[str, Any],
-                 fixes: tuple[FixPresence, ...], t: ConntrackThresholds) -> str:
-    lines = []
+                 fixes: tuple[FixPresence, ...], t: ConntrackThresholds) -> tuple[FixPart, ...]:
+    parts: list[FixPart] = []
     dropped, failed = deltas.get("drop") or 0, deltas.get("insert_failed") or 0
     if (dropped > failed or deltas.get("early_drop")) and obs.max and obs.count is not None:
         # The table was full at some moment, so its peak was nf_conntrack_max at least:
         # size for that peak (or for today's count, if it is higher still).
-        peak = max(obs.count, obs.max)
-        lines.append(table_recommendation(peak, obs.max, obs.buckets, t, Status.WARNING))
+        parts.append(table_changes(max(obs.count, obs.max), obs.max, obs.buckets, t))
+    lines = []
     if failed:
         lines.append("run a node-local DNS cache (NodeLocal DNSCache: CoreDNS as a DaemonSet "
                      "on 169.254.20.10 with NOTRACK for port 53, kubelet clusterDNS pointed "
@@ -271,7 +288,9 @@ def _mitigations(obs: ConntrackObservation, deltas: dict[str, Any],
         if missing:
             lines.append("kernel lacks upstream fixes: " + ", ".join(
                 f"{f.commit} ({f.release})" for f in missing) + "; upgrade the kernel")
-    if not lines and dropped:
+    if not parts and not lines and dropped:
         lines.append("see 'dmesg | grep nf_conntrack' and 'conntrack -S' for why packets "
                      "were dropped")
-    return "\n".join(lines)
+    if lines:
+        parts.append(("\n" if parts else "") + "\n".join(lines))
+    return tuple(parts)

@@ -20,10 +20,12 @@ from typing import Any
 from netagent.config import DnsThresholds
 from netagent.model import (
     DNS_MODES,
+    ChangeSet,
     CheckResult,
     DnsObservation,
     DnsProbe,
     NodeLocalDns,
+    NotrackChange,
     NotrackRule,
     Observations,
     ResolverProbes,
@@ -190,7 +192,7 @@ def check_resolver(r: ResolverProbes, t: DnsThresholds, *, conntrack_growth: int
             summary=(f"resolver {r.resolver}: not measured: {spent}"
                      if r.skipped or unmeasured
                      else f"resolver {r.resolver}: no probe configured"),
-            recommendation="Raise dns.max_seconds or lower dns.timeout_seconds / dns.probes.",
+            fix="Raise dns.max_seconds or lower dns.timeout_seconds / dns.probes.",
             evidence=evidence)
     latencies = [p.latency for p in probes]
     p95 = percentile(latencies, 0.95)
@@ -262,7 +264,7 @@ def check_resolver(r: ResolverProbes, t: DnsThresholds, *, conntrack_growth: int
     return CheckResult(
         id=check_id, status=Status(status), summary=summary,
         observed=round(p95, 4), limit=t.p95_warning_seconds,
-        recommendation=recommendation, evidence=evidence)
+        fix=recommendation, evidence=evidence)
 
 
 def _rcodes_by_name(probes: Sequence[DnsProbe]) -> dict[str, dict[str, int]]:
@@ -494,7 +496,7 @@ def check_nodelocal(n: NodeLocalDns) -> CheckResult:
                 summary=(f"kubelet clusterDNS sends pods to {addr}, but nothing answers DNS "
                          f"there ({n.answer_detail})"),
                 observed="not answering", limit="answering",
-                recommendation=("Check the node-local-dns pod on this node (`kubectl -n "
+                fix=("Check the node-local-dns pod on this node (`kubectl -n "
                                 "kube-system get pods -l k8s-app=node-local-dns -o wide`) "
                                 "and its interface (`ip addr show nodelocaldns`)."),
                 evidence=evidence)
@@ -506,7 +508,7 @@ def check_nodelocal(n: NodeLocalDns) -> CheckResult:
                 summary=(f"{addr} is on a local interface but nothing answers DNS there "
                          f"({n.answer_detail}): a node-local cache that stopped?"),
                 observed="not answering", limit="answering",
-                recommendation=("Check the node-local-dns pod on this node; if the cache is "
+                fix=("Check the node-local-dns pod on this node; if the cache is "
                                 "gone for good, delete its interface (`ip link del "
                                 "nodelocaldns`) so the kube-dns service IP is not answered "
                                 "locally by nothing."),
@@ -533,22 +535,21 @@ def check_nodelocal(n: NodeLocalDns) -> CheckResult:
            else "kubelet clusterDNS does not point at it" if kubelet
            else "no kubelet config read")
     if missing:
-        fix = "; ".join(
-            f"`iptables -t raw -I PREROUTING -d {addr} -p {p} --dport 53 -j NOTRACK` and "
-            f"`iptables -t raw -I OUTPUT -s {addr} -p {p} --sport 53 -j NOTRACK`"
-            for p in missing)
+        restore = ChangeSet((NotrackChange(
+            address=addr, protocols=tuple(missing),
+            reason=f"the node-local cache at {addr} answers without NOTRACK rules"),))
         return CheckResult(
             id=NODELOCAL_ID, status=Status.WARNING,
             summary=(f"node-local DNS cache answers at {addr} but the raw-table NOTRACK "
                      f"rules for {'/'.join(p.upper() for p in missing)} port 53 are missing: "
                      f"its queries go through conntrack again ({use})"),
             observed="NOTRACK missing: " + ",".join(missing), limit="NOTRACK for udp,tcp",
-            recommendation=(
+            fix=(
                 "node-cache re-adds these rules every few seconds while it runs (kubernetes/"
                 "dns cmd/node-cache), so rules that stay missing mean it is not running on "
                 "this node, runs with -setupiptables=false, or writes them to the other "
                 "iptables backend (see `iptables-legacy -t raw -S`). Restart the "
-                f"node-local-dns pod on this node; by hand: {fix}."),
+                "node-local-dns pod on this node; by hand: ", restore, "."),
             evidence=evidence)
     return CheckResult(
         id=NODELOCAL_ID, status=Status.OK,

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from netagent.checks.sysctl import neighbour_thresholds, recommend, round_up
+from netagent.checks.sysctl import neighbour_thresholds, round_up
 from netagent.config import NeighbourThresholds
 from netagent.model import (
+    ChangeSet,
     CheckResult,
+    FixPart,
     NeighbourLimits,
     NeighbourObservation,
     NeighbourSnapshot,
@@ -20,6 +22,7 @@ from netagent.model import (
     NeighbourTable,
     Observations,
     Status,
+    SysctlChange,
 )
 from netagent.parse.neighbours import GcRule
 
@@ -160,7 +163,7 @@ def check_family(
         summary="; ".join(parts),
         observed=low if exact else {"at_least": low, "at_most": high},
         limit=g3,
-        recommendation=_recommendation(obs.family, high, limits, t, status, nodes=nodes),
+        fix=_recommendation(obs.family, high, limits, t, status, nodes=nodes),
         evidence=evidence,
     )
 
@@ -214,9 +217,14 @@ def _capacity(count: int, gc_thresh3: int, nodes: int | None) -> dict[str, Any]:
     }
 
 
-def _recommendation(family: str, count: int, limits: NeighbourLimits,
-                    t: NeighbourThresholds, status: Status, *, nodes: int | None) -> str:
-    g3 = limits.gc_thresh3
+def neighbour_target(count: int, gc_thresh3: int, t: NeighbourThresholds, *,
+                     nodes: int | None) -> tuple[float, int, str]:
+    """(needed, target, why): the gc_thresh3 that holds ``count`` entries at the headroom
+    (and, when the cluster size is known, twice the cluster at FORECAST_RATIO); that rounded
+    up to 1,024 and never below today's; and why. Today's limit suffices when needed <= it.
+
+    The one sizing rule for the neighbour tables: the check's fix and the planner use it.
+    """
     needed = count / t.headroom_ratio
     why = (f"Raise the thresholds so today's {count} entries use at most "
            f"{t.headroom_ratio:.0%} of gc_thresh3")
@@ -226,11 +234,27 @@ def _recommendation(family: str, count: int, limits: NeighbourLimits,
             needed = forecast
             why += (f" and a cluster of {GROWTH * nodes} nodes ({GROWTH * count} entries) "
                     f"at most {FORECAST_RATIO:.0%}")
+    return needed, max(gc_thresh3, round_up(needed)), why
+
+
+def neighbour_changes(family: str, target3: int, limits: NeighbourLimits,
+                      reason: str) -> ChangeSet:
+    """gc_thresh1/2/3 for a gc_thresh3 of ``target3``, scaled 1:4:8, never lowered."""
+    current = {"gc_thresh1": limits.gc_thresh1, "gc_thresh2": limits.gc_thresh2,
+               "gc_thresh3": limits.gc_thresh3}
+    changes = tuple(
+        SysctlChange(key=key, current=current[key.rsplit(".", 1)[1]],
+                     target=max(current[key.rsplit(".", 1)[1]], value), reason=reason)
+        for key, value in neighbour_thresholds(SYSCTL[family], target3).items())
+    return ChangeSet(changes, conf_file=f"90-netagent-neighbour-{family}.conf")
+
+
+def _recommendation(family: str, count: int, limits: NeighbourLimits,
+                    t: NeighbourThresholds, status: Status, *,
+                    nodes: int | None) -> tuple[FixPart, ...]:
+    g3 = limits.gc_thresh3
+    needed, target3, why = neighbour_target(count, g3, t, nodes=nodes)
     if needed <= g3 and status is Status.OK:
-        return ""
-    new3 = max(g3, round_up(needed))
-    current = (limits.gc_thresh1, limits.gc_thresh2, limits.gc_thresh3)
-    settings = {key: max(now, value) for (key, value), now in zip(
-        neighbour_thresholds(SYSCTL[family], new3).items(), current, strict=True)}
-    why += " (gc_thresh1/2 scaled 1:4:8 as the defaults):"
-    return why + "\n" + recommend(settings, conf_file=f"90-netagent-neighbour-{family}.conf")
+        return ()
+    reason = why + " (gc_thresh1/2 scaled 1:4:8 as the defaults)"
+    return (reason + ":\n", neighbour_changes(family, target3, limits, reason))

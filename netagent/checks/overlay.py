@@ -290,7 +290,7 @@ def check_device(dev: VxlanDevice, *, cluster: ClusterView, kernel: KernelVersio
     return CheckResult(
         id=check_id, status=status, summary=summary,
         observed=a.peers_complete, limit=a.peers_expected,
-        recommendation=_recommendation(a, dev, kernel, status),
+        fix=_recommendation(a, dev, kernel, status),
         evidence=evidence,
     )
 

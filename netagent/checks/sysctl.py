@@ -1,8 +1,6 @@
-"""Sysctl recommendations: the command to apply now and the file that persists it."""
+"""Sizing helpers shared by the checks and the fleet view."""
 
 from __future__ import annotations
-
-from collections.abc import Mapping
 
 
 def round_up(value: float, step: int = 1024) -> int:
@@ -15,10 +13,3 @@ def neighbour_thresholds(prefix: str, gc_thresh3: int) -> dict[str, int]:
     kernel's defaults (128/512/1024)."""
     return {f"{prefix}.gc_thresh1": gc_thresh3 // 8, f"{prefix}.gc_thresh2": gc_thresh3 // 2,
             f"{prefix}.gc_thresh3": gc_thresh3}
-
-
-def recommend(settings: Mapping[str, int], *, conf_file: str) -> str:
-    """``sysctl -w`` now, and the same values in ``/etc/sysctl.d`` for the next boot."""
-    apply = "sysctl -w " + " ".join(f"{k}={v}" for k, v in settings.items())
-    lines = "\n".join(f"{k} = {v}" for k, v in settings.items())
-    return f"{apply}\ncat > /etc/sysctl.d/{conf_file} <<'EOF'\n{lines}\nEOF"

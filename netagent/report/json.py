@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from netagent.model import CheckResult, Report
+from netagent.report import fixes
 
 
 def to_dict(report: Report) -> dict[str, Any]:
@@ -29,7 +30,8 @@ def _check(check: CheckResult) -> dict[str, Any]:
         "summary": check.summary,
         "observed": check.observed,
         "limit": check.limit,
-        "recommendation": check.recommendation,
+        "recommendation": fixes.recommendation(check),
+        "changes": fixes.changes(check),
         "evidence": dict(check.evidence),
     }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from netagent.model import Report, Status
+from netagent.report.fixes import recommendation
 
 _COLOURS = {
     Status.OK: "\033[32m",
@@ -28,8 +29,9 @@ def render(report: Report, *, verbose: bool = False, colour: bool = False) -> st
         if verbose and check.evidence:
             for key, value in check.evidence.items():
                 lines.append(f"      {key}: {_fmt(value)}")
-        if check.recommendation and (verbose or check.status is not Status.OK):
-            first, *rest = check.recommendation.splitlines()
+        fix = recommendation(check)
+        if fix and (verbose or check.status is not Status.OK):
+            first, *rest = fix.splitlines()
             lines.append(f"      fix: {first}")
             lines.extend(f"           {line}" for line in rest)
     failed = [s for s in report.sources if not s.ok]

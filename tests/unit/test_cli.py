@@ -14,7 +14,7 @@ from netagent.errors import SourceError
 from netagent.model import NeighbourSnapshot
 from tests.unit.test_neighbour_checks import observation
 
-CHECK_KEYS = {"id", "status", "summary", "observed", "limit", "recommendation"}
+CHECK_KEYS = {"id", "status", "summary", "observed", "limit", "recommendation", "changes"}
 
 
 class FakeNeighbours:

@@ -11,7 +11,15 @@ from netagent.checks import conntrack as checks
 from netagent.checks import registry
 from netagent.config import Config, ConntrackThresholds
 from netagent.errors import ConfigError
-from netagent.model import ConntrackObservation, ConntrackStats, Observations, Status
+from netagent.model import (
+    ChangeSet,
+    ConntrackObservation,
+    ConntrackStats,
+    ModuleParameterChange,
+    Observations,
+    Status,
+    SysctlChange,
+)
 from netagent.sources.conntrack import ConntrackSource
 
 T = ConntrackThresholds()
@@ -32,7 +40,7 @@ def test_roomy_table_is_ok_without_recommendation(fixtures: Path) -> None:
     result = checks.check_table(_read(fixtures, "current"), T)
     assert result.status is Status.OK
     assert result.observed == 338 and result.limit == 262144
-    assert result.recommendation == ""
+    assert result.fix == () and result.changes == ()
     assert result.evidence["average_chain_length"] == round(338 / 262144, 3)
     assert "0% of nf_conntrack_max" in result.summary
 
@@ -43,9 +51,11 @@ def test_full_table_is_critical_with_sizing(fixtures: Path) -> None:
     assert "full" in result.summary
     # 338 entries at 50% headroom -> 676 -> next power of two; the global hash table
     # (262144 buckets) is already larger than max/4, so it is left alone
-    assert "sysctl -w net.netfilter.nf_conntrack_max=1024" in result.recommendation
-    assert "/etc/sysctl.d/90-netagent-conntrack.conf" in result.recommendation
-    assert "hashsize" not in result.recommendation
+    assert result.changes == (SysctlChange(
+        key="net.netfilter.nf_conntrack_max", current=338, target=1024,
+        reason="338 entries at most 50% of nf_conntrack_max, four entries per bucket"),)
+    (group,) = result.fix
+    assert isinstance(group, ChangeSet) and group.conf_file == "90-netagent-conntrack.conf"
 
 
 @pytest.mark.parametrize("count, status", [
@@ -57,10 +67,12 @@ def test_table_thresholds(fixtures: Path, count: int, status: Status) -> None:
     if status is not Status.OK:
         # 1000 entries at most at 50% of the new max: 2048, buckets max/4 = 512 > 64
         new_max = 2048 if count > 512 else 1024
-        assert f"nf_conntrack_max={new_max}" in result.recommendation
-        assert f"echo {new_max // 4} > /sys/module/nf_conntrack/parameters/hashsize" \
-            in result.recommendation
-        assert f"options nf_conntrack hashsize={new_max // 4}" in result.recommendation
+        sysctl, hashsize = result.changes
+        assert isinstance(sysctl, SysctlChange) and isinstance(hashsize, ModuleParameterChange)
+        assert (sysctl.key, sysctl.current, sysctl.target) == (
+            "net.netfilter.nf_conntrack_max", 1000, new_max)
+        assert (hashsize.path, hashsize.current, hashsize.target) == (
+            "/sys/module/nf_conntrack/parameters/hashsize", 64, new_max // 4)
 
 
 def test_unlimited_table_is_ok(fixtures: Path) -> None:
@@ -79,7 +91,9 @@ def test_drops_during_the_interval_are_critical(fixtures: Path) -> None:
     assert result.evidence["interval_seconds"] == 2.0
     assert result.observed == {"drop": 12.5, "early_drop": 0.0, "insert_failed": 0.0}
     assert "table full" in result.evidence["likely_cause"]
-    assert "nf_conntrack_max" in result.recommendation
+    # full at some moment: sized for a peak of nf_conntrack_max (338 -> 1024)
+    assert [(c.key, c.target) for c in result.changes if isinstance(c, SysctlChange)] == [
+        ("net.netfilter.nf_conntrack_max", 1024)]
 
 
 def test_quiet_interval_is_ok_even_after_old_drops(fixtures: Path) -> None:
@@ -89,7 +103,7 @@ def test_quiet_interval_is_ok_even_after_old_drops(fixtures: Path) -> None:
     assert result.status is Status.OK
     assert result.evidence["since_boot"]["drop"] == 25
     assert result.evidence["deltas"]["drop"] == 0
-    assert result.recommendation == ""
+    assert result.fix == ()
 
 
 def test_without_baseline_rates_are_unknown(fixtures: Path) -> None:
@@ -121,8 +135,9 @@ def test_insert_failed_rate_above_the_limit_warns(fixtures: Path) -> None:
     assert result.status is Status.WARNING
     assert result.evidence["per_second"]["insert_failed"] == 5.0
     assert "insertion race" in result.evidence["likely_cause"]
-    assert "single-request-reopen" in result.recommendation
-    assert "node-local DNS cache" in result.recommendation
+    assert "single-request-reopen" in result.advice
+    assert "node-local DNS cache" in result.advice
+    assert result.changes == ()  # the race is not fixed by a bigger table
     stricter = dataclasses.replace(T, insert_failed_per_second=0.1)
     assert checks.check_errors(slow, before, stricter).status is Status.WARNING
 

@@ -15,6 +15,7 @@ from netagent.model import (
     DnsProbe,
     KubeletDns,
     NodeLocalDns,
+    NotrackChange,
     Observations,
     ResolverProbes,
     Status,
@@ -57,7 +58,7 @@ def test_healthy_resolver_is_ok() -> None:
     result = only(observe(r), "dns.10.96.0.10")
     assert result.status is Status.OK
     assert result.observed == pytest.approx(0.01)
-    assert result.recommendation == ""
+    assert result.advice == ""
     assert result.evidence["by_mode"]["tcp"]["p95_seconds"] == pytest.approx(0.01)
 
 
@@ -89,7 +90,7 @@ def test_five_second_pattern_is_named() -> None:
     assert "5-second pattern" in result.summary
     assert result.evidence["five_second_pattern"]["probes"] == 2
     assert result.status is Status.CRITICAL  # p95 5.2 s
-    assert "conntrack was not read" in result.recommendation
+    assert "conntrack was not read" in result.advice
     assert result.evidence["udp_loss_only"] is True
 
 
@@ -118,9 +119,9 @@ def test_insert_failed_growth_points_at_the_conntrack_race() -> None:
                   baseline={"conntrack": ConntrackStats({"insert_failed": 4})})
     result = only(obs, "dns.10.96.0.10")
     assert result.evidence["conntrack"] == "conntrack insert_failed grew by 8 this round"
-    assert "insertion race" in result.recommendation
-    assert "NodeLocal DNSCache" in result.recommendation
-    assert "single-request-reopen" in result.recommendation
+    assert "insertion race" in result.advice
+    assert "NodeLocal DNSCache" in result.advice
+    assert "single-request-reopen" in result.advice
 
 
 def test_no_insert_failed_growth_says_not_the_race() -> None:
@@ -128,8 +129,8 @@ def test_no_insert_failed_growth_says_not_the_race() -> None:
     obs = observe(r, current={"conntrack": ConntrackStats({"insert_failed": 4})},
                   baseline={"conntrack": ConntrackStats({"insert_failed": 4})})
     result = only(obs, "dns.10.96.0.10")
-    assert "not the conntrack race" in result.recommendation
-    assert "use-vc" in result.recommendation
+    assert "not the conntrack race" in result.advice
+    assert "use-vc" in result.advice
 
 
 def test_conntrack_read_by_duck_typing() -> None:
@@ -153,14 +154,14 @@ def test_connection_refused_resolver() -> None:
     result = only(observe(r), "dns.127.0.0.1")
     assert result.status is Status.CRITICAL
     assert "nothing listens on port 53" in result.summary
-    assert "remove 127.0.0.1 from /etc/resolv.conf" in result.recommendation
+    assert "remove 127.0.0.1 from /etc/resolv.conf" in result.advice
 
 
 def test_refused_rcode_resolver() -> None:
     r = resolver([probe(0.001, rcode="REFUSED")] * 4)
     result = only(observe(r), "dns.10.96.0.10")
     assert result.status is Status.CRITICAL
-    assert "REFUSED" in result.summary and "access" in result.recommendation
+    assert "REFUSED" in result.summary and "access" in result.advice
 
 
 def test_dead_resolver() -> None:
@@ -222,8 +223,11 @@ def test_cache_without_notrack_rules_warns(fixtures: Path) -> None:
     result = checks.check_nodelocal(nodelocal(fixtures, "nft-iptables-notrack-missing.json"))
     assert result.status is Status.WARNING
     assert "UDP/TCP port 53 are missing" in result.summary
-    assert "iptables -t raw -I PREROUTING -d 169.254.20.10 -p udp --dport 53 -j NOTRACK" \
-        in result.recommendation
+    (change,) = result.changes
+    assert isinstance(change, NotrackChange)
+    assert (change.address, change.protocols, change.port) == ("169.254.20.10",
+                                                               ("udp", "tcp"), 53)
+    assert "Restart the node-local-dns pod" in result.advice
 
 
 def test_cache_without_nft_is_unknown(fixtures: Path) -> None:
@@ -253,7 +257,7 @@ def test_loss_advice_mentions_a_present_cache(fixtures: Path) -> None:
     r = resolver([probe(5.01, timeouts=1), probe(5.02, timeouts=1)])
     obs = observe(r, nodelocal=nodelocal(fixtures, "nft-notrack.json"))
     result = only(obs, "dns.10.96.0.10")
-    assert "already answers at 169.254.20.10" in result.recommendation
+    assert "already answers at 169.254.20.10" in result.advice
 
 
 def test_no_probe_configured() -> None:
@@ -286,7 +290,7 @@ def test_unreachable_resolver() -> None:
     result = only(observe(r), "dns.10.96.0.10")
     assert result.status is Status.CRITICAL
     assert "network unreachable in 3 of 3 probes" in result.summary
-    assert "ip route get 10.96.0.10" in result.recommendation
+    assert "ip route get 10.96.0.10" in result.advice
 
 
 def test_address_left_behind_by_a_stopped_cache(fixtures: Path) -> None:
@@ -311,7 +315,7 @@ def test_nxdomain_for_the_cluster_name_from_a_cluster_resolver_warns() -> None:
     result = only(observe(_cluster(probes, ("kubelet",))), "dns.10.96.0.10")
     assert result.status is Status.WARNING
     assert "NXDOMAIN for kubernetes.default.svc.cluster.local." in result.summary
-    assert "CoreDNS" in result.recommendation
+    assert "CoreDNS" in result.advice
     # the node's own upstream resolver rightly knows nothing of the cluster
     plain = only(observe(_cluster(probes, ("resolv.conf",))), "dns.10.96.0.10")
     assert plain.status is Status.OK
@@ -346,8 +350,8 @@ def test_a_resolver_that_refuses_tcp_is_named_as_such() -> None:
     result = only(observe(resolver(probes)), "dns.10.96.0.10")
     assert result.status is Status.WARNING  # 1 of 4 failed: not critical
     assert "answers over UDP but not over TCP" in result.summary
-    assert "TC bit" in result.recommendation and "use-vc" in result.recommendation
-    assert "check the resolver's logs" not in result.recommendation
+    assert "TC bit" in result.advice and "use-vc" in result.advice
+    assert "check the resolver's logs" not in result.advice
 
 
 def test_the_failure_ratio_has_thresholds_of_its_own() -> None:

@@ -333,7 +333,7 @@ def test_a_link_local_nameserver_without_a_zone_is_named_as_such(tmp_path: Path)
     (result,) = [c for c in checks.evaluate(Observations(current={"dns": obs}),
                                             DnsThresholds()) if c.id == "dns.fe80::53"]
     assert "without a zone" in result.summary and "EINVAL" in result.summary
-    assert "%eth0" in result.recommendation
+    assert "%eth0" in result.advice
     assert "tries of 5 s each" not in result.summary
 
 

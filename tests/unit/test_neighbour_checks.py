@@ -7,6 +7,7 @@ import pytest
 from netagent.checks.neighbours import check_family, evaluate
 from netagent.config import NeighbourThresholds
 from netagent.model import (
+    ChangeSet,
     KernelVersion,
     NamespaceNeighbours,
     NeighbourLimits,
@@ -16,6 +17,7 @@ from netagent.model import (
     NeighbourTable,
     Observations,
     Status,
+    SysctlChange,
 )
 
 NEW = KernelVersion("6.18.44", 6, 18, 44)
@@ -111,13 +113,17 @@ def test_uninspectable_process_is_harmless_when_totals_match() -> None:
 def test_recommendation_sizes_for_headroom() -> None:
     result = check_family(observation(870), None, T)
     assert result.status is Status.WARNING
-    rec = result.recommendation
-    # 870 entries at <= 50 % of gc_thresh3 -> 1740 -> next multiple of 1024
-    assert "net.ipv4.neigh.default.gc_thresh3=2048" in rec
-    assert "net.ipv4.neigh.default.gc_thresh2=1024" in rec
-    assert "net.ipv4.neigh.default.gc_thresh1=256" in rec
-    assert "/etc/sysctl.d/90-netagent-neighbour-ipv4.conf" in rec
-    assert check_family(observation(100), None, T).recommendation == ""
+    # 870 entries at <= 50 % of gc_thresh3 -> 1740 -> next multiple of 1024, scaled 1:4:8
+    assert [(c.key, c.current, c.target) for c in result.changes] == [
+        ("net.ipv4.neigh.default.gc_thresh1", 128, 256),
+        ("net.ipv4.neigh.default.gc_thresh2", 512, 1024),
+        ("net.ipv4.neigh.default.gc_thresh3", 1024, 2048)]
+    assert all(isinstance(c, SysctlChange) and "870 entries" in c.reason
+               for c in result.changes)
+    group = result.fix[-1]
+    assert isinstance(group, ChangeSet)
+    assert group.conf_file == "90-netagent-neighbour-ipv4.conf"
+    assert check_family(observation(100), None, T).fix == ()
 
 
 def test_missing_limits_is_unknown_with_reason() -> None:
@@ -152,11 +158,12 @@ def test_capacity_from_cluster_size() -> None:
     assert result.evidence["nodes_tolerated"] == 341
     assert "room for about 341 nodes" in result.summary
     # today 29 %, but at 200 nodes 600 entries must stay <= 70 %: 857 -> 1024 is enough
-    assert result.recommendation == ""
+    assert result.changes == ()
     # 450 entries: 2x = 900 > 70 % of 1024 -> size for 900 / 0.7 = 1286 -> 2048
     result = check_family(observation(450), None, T, nodes=100)
     assert result.status is Status.OK
-    assert "gc_thresh3=2048" in result.recommendation
-    assert "a cluster of 200 nodes" in result.recommendation
+    assert {c.key: c.target for c in result.changes}[
+        "net.ipv4.neigh.default.gc_thresh3"] == 2048
+    assert "a cluster of 200 nodes" in result.changes[0].reason
     # without the node count the same table needs nothing (450 <= 50 % of 1024)
-    assert check_family(observation(450), None, T).recommendation == ""
+    assert check_family(observation(450), None, T).changes == ()

@@ -95,8 +95,8 @@ def test_recorded_lab_by_count_misses_two_peers(fixtures: Path) -> None:
     assert ev["routes_without_neighbour"] == ["10.244.2.0/24 via 10.244.2.0"]
     assert ev["neighbours_without_fdb"] == ["10.244.4.0 -> 02:0a:58:00:00:04"]
     assert ev["peers_missing"] == 2 and ev["cluster_nodes"] == 6
-    assert "kubectl -n kube-flannel delete pod" in flannel.recommendation
-    assert "bridge fdb show dev flannel.1" in flannel.recommendation
+    assert "kubectl -n kube-flannel delete pod" in flannel.advice
+    assert "bridge fdb show dev flannel.1" in flannel.advice
     # Calico: one route per IPAM block, so 3 routes for 2 peers is consistent
     calico = results["overlay.vxlan.calico"]
     assert (calico.status, calico.observed, calico.limit) == (Status.CRITICAL, 2, 5)
@@ -121,7 +121,7 @@ def test_recorded_lab_by_annotations_names_the_nodes(fixtures: Path) -> None:
         "overlay.flannel.1"]
     assert flannel.evidence["peers_expected"] == 5
     assert flannel.evidence["notes"][0].startswith("1 nodes carry no flannel VXLAN annotations")
-    assert "spec.nodeName=node-0000" in flannel.recommendation
+    assert "spec.nodeName=node-0000" in flannel.advice
 
 
 def test_complete_overlay_is_ok_by_count_and_by_annotations(fixtures: Path) -> None:
@@ -130,7 +130,7 @@ def test_complete_overlay_is_ok_by_count_and_by_annotations(fixtures: Path) -> N
     assert by_count.status is Status.OK, by_count.summary
     assert by_count.summary == ("flannel.1 (flannel): 5 of 5 peers complete "
                                 "(FDB 5, neighbours 5, routes 5)")
-    assert by_count.recommendation == ""
+    assert by_count.advice == ""
     peers = tuple(flannel_peer(k) for k in range(6))
     by_names = run(snap, cluster=ClusterInfo(6, "Kubernetes API x", peers))["overlay.flannel.1"]
     assert by_names.status is Status.OK
@@ -155,7 +155,7 @@ def test_node_that_left_leaves_stale_entries(fixtures: Path) -> None:
     assert result.status is Status.WARNING
     assert result.evidence["stale"] == [
         "02:0a:58:00:00:03 (FDB -> 192.168.0.4; neighbour 10.244.3.0)"]
-    assert "bridge fdb del MAC dev flannel.1" in result.recommendation
+    assert "bridge fdb del MAC dev flannel.1" in result.advice
     by_count = run(snap, nodes=5)["overlay.flannel.1"]
     assert by_count.status is Status.WARNING and by_count.evidence["extra_peers"] == 1
 
@@ -236,7 +236,7 @@ def test_old_kernel_notes_permanent_entries_count(fixtures: Path) -> None:
     snap = dataclasses.replace(recorded(fixtures), kernel=OLD_KERNEL)
     result = run(snap, nodes=6)["overlay.flannel.1"]
     assert any("counts these 4 PERMANENT" in n for n in result.evidence["notes"])
-    assert "On kernel 4.19.0-27-amd64 each peer's PERMANENT neighbour" in result.recommendation
+    assert "On kernel 4.19.0-27-amd64 each peer's PERMANENT neighbour" in result.advice
 
 
 def test_unknown_device_is_judged_on_consistency_only() -> None:
