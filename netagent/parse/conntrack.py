@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from netagent.errors import NetagentError
+from netagent.errors import ParseError
 from netagent.model import ConntrackStats, KernelVersion
 from netagent.parse.procstat import parse_percpu_table
 
@@ -57,7 +57,7 @@ def parse_proc_stats(text: str, *, source: str = "/proc/" + PROC_FILE) -> Conntr
     """``/proc/net/stat/nf_conntrack`` -> ``ConntrackStats`` (``cat`` it to see the same)."""
     table = parse_percpu_table(text, source=source)
     if table.entries is None:
-        raise NetagentError(f"{source}: no 'entries' column")
+        raise ParseError(f"{source}: no 'entries' column")
     counters = {_PROC_NAMES.get(name, name): value for name, value in table.counters.items()}
     header = text.split("\n", 1)[0].split()
     return ConntrackStats(source="procfs", entries=table.entries, counters=counters,
@@ -78,11 +78,11 @@ def parse_netlink_stats(messages: Iterable[Mapping[str, Any]]) -> ConntrackStats
         cpus += 1
         for name, value in _stat_pairs(message):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise NetagentError(f"conntrack stats message {number}: {name} is {value!r}, "
+                raise ParseError(f"conntrack stats message {number}: {name} is {value!r}, "
                                     f"not a counter")
             sums[name] = sums.get(name, 0) + value
     if not cpus:
-        raise NetagentError("conntrack stats over netlink: the kernel sent no per-CPU message")
+        raise ParseError("conntrack stats over netlink: the kernel sent no per-CPU message")
     return ConntrackStats(source="netlink", entries=None, counters=sums, cpus=cpus,
                           layout="netlink")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from netagent.errors import NetagentError
+from netagent.errors import ParseError
 from netagent.model import KernelVersion
 
 _RELEASE = re.compile(r"^(\d+)\.(\d+)(?:\.(\d+))?")
@@ -14,7 +14,7 @@ def parse_release(release: str) -> KernelVersion:
     release = release.strip()
     match = _RELEASE.match(release)
     if not match:
-        raise NetagentError(f"cannot read a kernel version from {release!r}")
+        raise ParseError(f"cannot read a kernel version from {release!r}")
     major, minor, patch = match.groups()
     return KernelVersion(release=release, major=int(major), minor=int(minor),
                          patch=int(patch or 0))

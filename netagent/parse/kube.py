@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from netagent.config import MAX_NODES
-from netagent.errors import ConfigError, NetagentError
+from netagent.errors import ParseError
 from netagent.loaders import LoadError, load_yaml, shorten
 from netagent.model import NodePeer
 
@@ -39,10 +39,6 @@ CALICO_VXLAN_MAC = "projectcalico.org/VXLANTunnelMACAddr"
 CALICO_IPV6_ADDRESS = "projectcalico.org/IPv6Address"
 CALICO_VXLAN_TUNNEL_ADDR_V6 = "projectcalico.org/IPv6VXLANTunnelAddr"
 CALICO_VXLAN_MAC_V6 = "projectcalico.org/VXLANTunnelMACAddrV6"
-
-
-class KubeAPIError(NetagentError):
-    """An answer from the API server that is not the list asked for."""
 
 
 @dataclass(frozen=True)
@@ -82,23 +78,23 @@ def parse_node_page(body: bytes | str) -> NodePage:
     doc = _json(body)
     kind = doc.get("kind", "")
     if kind == "Status":
-        raise KubeAPIError(status_message(doc))
+        raise ParseError(status_message(doc))
     items = doc.get("items")
     if items is None:
         items = []  # an empty list is serialised as "items": null by some servers
     if not isinstance(items, list):
-        raise KubeAPIError(f"a {kind or 'list'} whose 'items' is not a list")
+        raise ParseError(f"a {kind or 'list'} whose 'items' is not a list")
     meta = doc.get("metadata") or {}
     if not isinstance(meta, dict):
-        raise KubeAPIError("a list whose 'metadata' is not an object")
+        raise ParseError("a list whose 'metadata' is not an object")
     remaining = meta.get("remainingItemCount")
     if remaining is not None and (isinstance(remaining, bool) or not isinstance(remaining, int)
                                   or not 0 <= remaining <= MAX_NODES):
-        raise KubeAPIError(f"remainingItemCount {shorten(remaining)} is not a node count "
+        raise ParseError(f"remainingItemCount {shorten(remaining)} is not a node count "
                            f"(0 to {MAX_NODES:,})")
     token = meta.get("continue") or None
     if token is not None and not isinstance(token, str):
-        raise KubeAPIError(f"metadata.continue {shorten(token)} is not a string")
+        raise ParseError(f"metadata.continue {shorten(token)} is not a string")
     return NodePage(
         kind=kind,
         count=len(items),
@@ -112,7 +108,7 @@ def node_peer(item: Any) -> NodePeer:
     """The overlay endpoint one node's annotations describe."""
     meta = item.get("metadata") if isinstance(item, dict) else None
     if not isinstance(meta, dict) or not isinstance(meta.get("name"), str):
-        raise KubeAPIError("a node without metadata.name")
+        raise ParseError("a node without metadata.name")
     notes = meta.get("annotations") or {}
     if not isinstance(notes, dict):
         notes = {}
@@ -184,11 +180,11 @@ def _json(body: bytes | str) -> dict[str, Any]:
     try:
         doc = json.loads(body)
     except ValueError as err:  # UnicodeDecodeError included
-        raise KubeAPIError(f"not JSON: {err}") from err
+        raise ParseError(f"not JSON: {err}") from err
     except RecursionError as err:
-        raise KubeAPIError("not JSON netagent reads: nested too deeply") from err
+        raise ParseError("not JSON netagent reads: nested too deeply") from err
     if not isinstance(doc, dict):
-        raise KubeAPIError("not a JSON object")
+        raise ParseError("not a JSON object")
     return doc
 
 
@@ -223,9 +219,9 @@ def parse_kubeconfig(documents: Sequence[tuple[str, str]], *,
         try:
             doc = load_yaml(text, where=path) or {}
         except LoadError as err:
-            raise ConfigError(str(err)) from err
+            raise ParseError(str(err)) from err
         if not isinstance(doc, dict):
-            raise ConfigError(f"{path}: a kubeconfig must be a mapping")
+            raise ParseError(f"{path}: a kubeconfig must be a mapping")
         for key, into in (("clusters", clusters), ("users", users)):
             for entry in _named(doc, key, path):
                 into.setdefault(entry[0], (path, entry[1]))
@@ -234,35 +230,35 @@ def parse_kubeconfig(documents: Sequence[tuple[str, str]], *,
         if current is None and doc.get("current-context"):
             current = doc["current-context"]
             if not isinstance(current, str):
-                raise ConfigError(f"{path}: 'current-context' must be a string")
+                raise ParseError(f"{path}: 'current-context' must be a string")
     where = ", ".join(p for p, _ in documents)
     if not current:
-        raise ConfigError(f"{where}: no current-context")
+        raise ParseError(f"{where}: no current-context")
     if current not in contexts:
-        raise ConfigError(f"{where}: context '{current}' not found")
+        raise ParseError(f"{where}: context '{current}' not found")
     ctx = contexts[current]
     cluster_name, user_name = ctx.get("cluster"), ctx.get("user")
     for field_name, value in (("cluster", cluster_name), ("user", user_name)):
         if value is not None and not isinstance(value, str):
-            raise ConfigError(f"{where}: context '{current}': '{field_name}' must be a name "
+            raise ParseError(f"{where}: context '{current}': '{field_name}' must be a name "
                               f"(a string), not {shorten(value)}")
     if cluster_name not in clusters:
-        raise ConfigError(f"{where}: cluster '{cluster_name}' of context '{current}' not found")
+        raise ParseError(f"{where}: cluster '{cluster_name}' of context '{current}' not found")
     cpath, cluster = clusters[cluster_name]
     server = _server(cluster.get("server"), where=f"{cpath}: cluster '{cluster_name}'")
     user: dict[str, Any] = {}
     upath = cpath
     if user_name is not None:
         if user_name not in users:
-            raise ConfigError(f"{where}: user '{user_name}' of context '{current}' not found")
+            raise ParseError(f"{where}: user '{user_name}' of context '{current}' not found")
         upath, user = users[user_name]
     for unsupported in ("exec", "auth-provider"):
         if user.get(unsupported):
-            raise ConfigError(f"{upath}: user '{user_name}' authenticates with "
+            raise ParseError(f"{upath}: user '{user_name}' authenticates with "
                               f"'{unsupported}', which netagent does not run: give it a token "
                               f"or a client certificate (a ServiceAccount token works)")
     if user.get("username") or user.get("password"):
-        raise ConfigError(f"{upath}: user '{user_name}': basic authentication is not supported")
+        raise ParseError(f"{upath}: user '{user_name}': basic authentication is not supported")
     return KubeTarget(
         server=server.rstrip("/"),
         origin=f"kubeconfig {cpath} (context {current})",
@@ -281,19 +277,19 @@ def parse_kubeconfig(documents: Sequence[tuple[str, str]], *,
 def _server(value: Any, *, where: str) -> str:
     """An http(s) URL whose host and port can be connected to, without a trailing slash."""
     if not isinstance(value, str) or not value.startswith(("https://", "http://")):
-        raise ConfigError(f"{where}: 'server' must be an http(s) URL, not {shorten(value)}")
+        raise ParseError(f"{where}: 'server' must be an http(s) URL, not {shorten(value)}")
     try:
         url = urllib.parse.urlsplit(value)
         port = url.port  # raises on ":abc" and on ports past 65535
     except ValueError as err:
-        raise ConfigError(f"{where}: 'server' {shorten(value)} is not a valid URL: {err}"
+        raise ParseError(f"{where}: 'server' {shorten(value)} is not a valid URL: {err}"
                           ) from err
     if not url.hostname:
-        raise ConfigError(f"{where}: 'server' {shorten(value)} has no host")
+        raise ParseError(f"{where}: 'server' {shorten(value)} has no host")
     if port == 0:
-        raise ConfigError(f"{where}: 'server' {shorten(value)}: port 0 cannot be connected to")
+        raise ParseError(f"{where}: 'server' {shorten(value)}: port 0 cannot be connected to")
     if any(ord(c) < 0x21 or c == "\x7f" for c in value):
-        raise ConfigError(f"{where}: 'server' {shorten(value)} holds spaces or control "
+        raise ParseError(f"{where}: 'server' {shorten(value)} holds spaces or control "
                           "characters")
     return value.rstrip("/")
 
@@ -304,7 +300,7 @@ def _bool(section: Mapping[str, Any], key: str, path: str) -> bool:
     if value is None:
         return False
     if not isinstance(value, bool):
-        raise ConfigError(f"{path}: '{key}' must be true or false (unquoted), not "
+        raise ParseError(f"{path}: '{key}' must be true or false (unquoted), not "
                           f"{shorten(value)}")
     return value
 
@@ -322,7 +318,7 @@ def _token(section: Mapping[str, Any], path: str) -> str | None:
     token = _opt(section, "token", path)
     problem = header_token_problem(token) if token else None
     if problem:
-        raise ConfigError(f"{path}: 'token' {problem}")
+        raise ParseError(f"{path}: 'token' {problem}")
     return token
 
 
@@ -330,14 +326,14 @@ def _named(doc: Mapping[str, Any], key: str, path: str) -> list[tuple[str, dict[
     out = []
     entries = doc.get(key) or []
     if not isinstance(entries, list):
-        raise ConfigError(f"{path}: '{key}' must be a list")
+        raise ParseError(f"{path}: '{key}' must be a list")
     for entry in entries:
         inner = key[:-1]  # clusters -> cluster
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
-            raise ConfigError(f"{path}: every entry of '{key}' needs a name")
+            raise ParseError(f"{path}: every entry of '{key}' needs a name")
         body = entry.get(inner) or {}
         if not isinstance(body, dict):
-            raise ConfigError(f"{path}: {key} '{entry['name']}' is not a mapping")
+            raise ParseError(f"{path}: {key} '{entry['name']}' is not a mapping")
         out.append((entry["name"], body))
     return out
 
@@ -347,7 +343,7 @@ def _opt(section: Mapping[str, Any], key: str, path: str) -> str | None:
     if value is None or value == "":
         return None
     if not isinstance(value, str):
-        raise ConfigError(f"{path}: '{key}' must be a string")
+        raise ParseError(f"{path}: '{key}' must be a string")
     return value
 
 
@@ -367,9 +363,9 @@ def _b64(section: Mapping[str, Any], key: str, path: str) -> bytes | None:
         # base64 is an error, never a silent fallback to the system trust store.
         raw = base64.b64decode("".join(value.split()), validate=True)
     except (binascii.Error, ValueError) as err:
-        raise ConfigError(f"{path}: '{key}' is not valid base64: {err}") from err
+        raise ParseError(f"{path}: '{key}' is not valid base64: {err}") from err
     if not raw:
-        raise ConfigError(f"{path}: '{key}' is empty once decoded")
+        raise ParseError(f"{path}: '{key}' is empty once decoded")
     return raw
 
 
@@ -380,8 +376,8 @@ def _pem_text(section: Mapping[str, Any], key: str, path: str) -> str | None:
     try:
         text = raw.decode("ascii")
     except UnicodeDecodeError as err:
-        raise ConfigError(f"{path}: '{key}' does not decode to PEM text") from err
+        raise ParseError(f"{path}: '{key}' does not decode to PEM text") from err
     if "-----BEGIN CERTIFICATE-----" not in text:
-        raise ConfigError(f"{path}: '{key}' holds no PEM certificate "
+        raise ParseError(f"{path}: '{key}' holds no PEM certificate "
                           "(-----BEGIN CERTIFICATE-----)")
     return text

@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
-from netagent.errors import NetagentError
+from netagent.errors import ParseError
 
 # include/uapi/linux/netlink.h
 NLMSG_NOOP = 1
@@ -134,8 +134,9 @@ class DumpChunk(NamedTuple):
     interrupted: bool
 
 
-class NetlinkError(NetagentError):
-    """The kernel answered a request with NLMSG_ERROR."""
+class NetlinkError(ParseError):
+    """The kernel answered a request with NLMSG_ERROR (a ParseError: what the decoder read
+    is an error, not the records asked for; sources turn it into a SourceError)."""
 
     def __init__(self, errno: int) -> None:
         super().__init__(f"netlink error {errno} ({os.strerror(errno)})")
@@ -166,7 +167,7 @@ def iter_messages(buf: bytes) -> Iterator[tuple[int, int, int, int]]:
     while offset + _NLMSGHDR.size <= size:
         length, msg_type, flags, _seq, _pid = _NLMSGHDR.unpack_from(buf, offset)
         if length < _NLMSGHDR.size or offset + length > size:
-            raise NetagentError(f"truncated netlink message at byte {offset}")
+            raise ParseError(f"truncated netlink message at byte {offset}")
         if msg_type == NLMSG_ERROR:
             _raise_on_error(buf, offset)
         elif msg_type != NLMSG_NOOP:
@@ -185,7 +186,7 @@ def chunk_status(buf: bytes) -> DumpChunk:
     while offset + 16 <= size:
         length, msg_type, flags, _seq, _pid = unpack(buf, offset)
         if length < 16:
-            raise NetagentError(f"malformed netlink message at byte {offset}")
+            raise ParseError(f"malformed netlink message at byte {offset}")
         if flags & NLM_F_DUMP_INTR:
             interrupted = True
         if _ends_dump(buf, offset, msg_type):
@@ -250,7 +251,7 @@ def _tally_messages(buf: bytes, offset: int, tally: NeighbourTally,
     while offset + hdr_size <= size:
         length, msg_type, msg_flags, _seq, _pid = hdr_unpack(buf, offset)
         if length < hdr_size or offset + length > size:
-            raise NetagentError(f"truncated netlink message at byte {offset}")
+            raise ParseError(f"truncated netlink message at byte {offset}")
         if msg_flags & NLM_F_DUMP_INTR:
             interrupted = True
         if msg_type == RTM_NEWNEIGH:
@@ -264,7 +265,7 @@ def _tally_messages(buf: bytes, offset: int, tally: NeighbourTally,
                     offset += (length + 3) & ~3
                     continue
             if length < hdr_size + nd_size:
-                raise NetagentError(f"truncated neighbour message at byte {offset}")
+                raise ParseError(f"truncated neighbour message at byte {offset}")
             _fam, _p1, _p2, ifindex, state, flags, _type = nd_unpack(buf, offset + hdr_size)
             referenced = recent = None
             flags_ext = 0
@@ -300,7 +301,7 @@ def _ends_dump(buf: bytes, offset: int, msg_type: int) -> bool:
 def _raise_on_error(buf: bytes, offset: int) -> None:
     """The NLMSG_ERROR message at ``offset``: an error raises, an acknowledgement (0) returns."""
     if _u32(buf, offset) < _NLMSGHDR.size + 4 or offset + _NLMSGHDR.size + 4 > len(buf):
-        raise NetagentError(f"truncated netlink error message at byte {offset}")
+        raise ParseError(f"truncated netlink error message at byte {offset}")
     (error,) = _I32.unpack_from(buf, offset + _NLMSGHDR.size)
     if error:
         raise NetlinkError(-error)
@@ -333,7 +334,7 @@ def decode_links(buf: bytes) -> list[Link]:
 def unpack_header(layout: struct.Struct, buf: bytes, start: int, end: int) -> tuple[Any, ...]:
     """The fixed header of a message payload; a payload too short for it is an error."""
     if end - start < layout.size:
-        raise NetagentError(f"netlink message too short for its header at byte {start}")
+        raise ParseError(f"netlink message too short for its header at byte {start}")
     return layout.unpack_from(buf, start)
 
 

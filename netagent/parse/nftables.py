@@ -17,7 +17,7 @@ import ipaddress
 import json
 from typing import Any
 
-from netagent.errors import SourceError
+from netagent.errors import ParseError
 from netagent.model import NotrackRule
 
 _PROTOCOL_NUMBERS = {6: "tcp", 17: "udp"}
@@ -28,12 +28,12 @@ def parse_notrack_rules(text: str) -> tuple[NotrackRule, ...]:
     try:
         data = json.loads(text)
     except ValueError as err:
-        raise SourceError(f"nft -j list ruleset: not JSON: {err}") from err
+        raise ParseError(f"nft -j list ruleset: not JSON: {err}") from err
     except RecursionError as err:
-        raise SourceError("nft -j list ruleset: nested too deeply") from err
+        raise ParseError("nft -j list ruleset: nested too deeply") from err
     items = data.get("nftables") if isinstance(data, dict) else None
     if not isinstance(items, list):
-        raise SourceError("nft -j list ruleset: no 'nftables' list")
+        raise ParseError("nft -j list ruleset: no 'nftables' list")
     hooks: dict[tuple[str, str, str], str | None] = {}
     for item in items:
         chain = item.get("chain") if isinstance(item, dict) else None

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from netagent.errors import NetagentError
+from netagent.errors import ParseError
 
 
 @dataclass(frozen=True)
@@ -24,21 +24,21 @@ class PerCpuTable:
 def parse_percpu_table(text: str, *, source: str = "stat file") -> PerCpuTable:
     lines = [line.split() for line in text.splitlines() if line.strip()]
     if not lines:
-        raise NetagentError(f"{source}: empty")
+        raise ParseError(f"{source}: empty")
     header, rows = lines[0], lines[1:]
     if not rows:
-        raise NetagentError(f"{source}: header but no per-CPU rows")
+        raise ParseError(f"{source}: header but no per-CPU rows")
     sums = dict.fromkeys(header, 0)
     entries: int | None = None
     for number, row in enumerate(rows, start=2):
         if len(row) != len(header):
-            raise NetagentError(
+            raise ParseError(
                 f"{source}: line {number} has {len(row)} columns, header has {len(header)}"
             )
         try:
             values = [int(cell, 16) for cell in row]
         except ValueError as err:
-            raise NetagentError(f"{source}: line {number}: {err}") from err
+            raise ParseError(f"{source}: line {number}: {err}") from err
         for name, value in zip(header, values, strict=True):
             if name == "entries":
                 entries = value

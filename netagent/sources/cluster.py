@@ -18,13 +18,12 @@ import urllib.parse
 from collections.abc import Callable, Mapping
 
 from netagent.config import ClusterConfig
-from netagent.errors import NetagentError, SourceError
+from netagent.errors import NetagentError, ParseError, SourceError
 from netagent.loaders import MAX_KUBECONFIG_BYTES, LoadError, read_text
 from netagent.model import ClusterInfo, NodePeer
 from netagent.parse.kube import (
     ACCEPT_METADATA,
     NODES_PATH,
-    KubeAPIError,
     KubeTarget,
     in_cluster_target,
     parse_kubeconfig,
@@ -178,7 +177,7 @@ class ClusterSource:
             self.requests += 1
             try:
                 page = parse_node_page(body)
-            except KubeAPIError as err:
+            except ParseError as err:
                 raise SourceError(f"{client.target.server}{NODES_PATH}: {err}") from err
             count += page.count
             if keep:

@@ -50,7 +50,7 @@ import dns.rcode
 import dns.rdatatype
 
 from netagent.config import DnsConfig
-from netagent.errors import SourceError
+from netagent.errors import ParseError
 from netagent.loaders import LoadError, read_text
 from netagent.model import (
     DNS_MODES,
@@ -194,7 +194,7 @@ class DnsSource:
             return None, f"nft -j list ruleset failed ({code}): {err.strip()[:300]}"
         try:
             return parse_notrack_rules(out), None
-        except SourceError as exc:
+        except ParseError as exc:
             return None, str(exc)
 
     # -- the round -----------------------------------------------------------------------

@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Callable
 from functools import partial
 
-from netagent.errors import SourceError
+from netagent.errors import ParseError, SourceError
 from netagent.model import (
     FAMILIES,
     STAT_FILE,
@@ -69,6 +69,8 @@ class NeighbourSource:
             table = parse_percpu_table(self.proc.read_text(name), source=name)
         except SourceError as err:
             raise SourceError(f"{err} (it exists only in the initial network namespace)") from err
+        except ParseError as err:  # the message names the file
+            raise SourceError(str(err)) from err
         if table.entries is None:
             raise SourceError(f"{name}: no 'entries' column")
         return NeighbourStats(entries=table.entries, counters=table.counters)
@@ -136,6 +138,9 @@ class NeighbourSource:
                 counts = self._count_in(ns, rule)
             except SourceError as err:
                 unreadable[ns.name] = str(err)
+                continue
+            except ParseError as err:  # a dump the decoder refused: this namespace only
+                unreadable[ns.name] = f"netlink dump of {ns.name}: {err}"
                 continue
             read += 1
             for family, count in counts.items():

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import socket
 
-from netagent.errors import NetagentError, SourceError
+from netagent.errors import NetagentError, ParseError, SourceError
 from netagent.model import OverlaySnapshot, VxlanDevice
 from netagent.parse.kernel import parse_release
 from netagent.parse.netlink import link_dump_request
@@ -88,7 +88,10 @@ class OverlaySource:
     def _dump_links(self, sock: socket.socket) -> list[LinkDetail]:
         dump = Dump(sock, link_dump_request(seq=next_seq()),
                     what=f"links in {self.namespace.name}")
-        return [link for chunk in dump.chunks() for link in decode_link_details(chunk)]
+        try:
+            return [link for chunk in dump.chunks() for link in decode_link_details(chunk)]
+        except ParseError as err:
+            raise SourceError(f"links in {self.namespace.name}: {err}") from err
 
     def _device(self, sock: socket.socket, link: LinkDetail) -> VxlanDevice:
         cni = cni_of(link.name)
@@ -104,6 +107,8 @@ class OverlaySource:
                                                                             ifindex=index))
             except SourceError as err:
                 problems["fdb"] = str(err)
+            except ParseError as err:
+                problems["fdb"] = f"FDB of {link.name}: {err}"
             try:
                 dump = Dump(sock, neighbour_dump_request(family, ifindex=index, seq=next_seq()),
                             what=f"neighbours of {link.name}")
@@ -112,6 +117,8 @@ class OverlaySource:
                                                                      family=family))
             except SourceError as err:
                 problems["neighbours"] = str(err)
+            except ParseError as err:
+                problems["neighbours"] = f"neighbours of {link.name}: {err}"
             try:
                 dump = Dump(sock, route_dump_request(family, seq=next_seq()),
                             what=f"routes of {link.name}")
@@ -119,6 +126,8 @@ class OverlaySource:
                                for r in decode_routes(chunk, ifindex=index, family=family))
             except SourceError as err:
                 problems["routes"] = str(err)
+            except ParseError as err:
+                problems["routes"] = f"routes of {link.name}: {err}"
         return VxlanDevice(
             name=link.name, ifindex=link.ifindex, mac=link.mac, vni=link.vni,
             local=link.local, port=link.port, learning=link.learning, up=link.up, cni=cni,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from netagent.errors import SourceError
+from netagent.errors import ParseError
 from netagent.model import ResolvConf
 from netagent.parse.kubelet import parse_kubelet_config
 from netagent.parse.nftables import parse_notrack_rules
@@ -183,7 +183,7 @@ def test_sets_prefixes_ranges_and_negation() -> None:
 
 @pytest.mark.parametrize("text", ["not json", "[]", '{"nftables": 3}'])
 def test_unreadable_ruleset(text: str) -> None:
-    with pytest.raises(SourceError):
+    with pytest.raises(ParseError):
         parse_notrack_rules(text)
 
 

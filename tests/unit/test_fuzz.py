@@ -1,7 +1,7 @@
 """Property-based fuzzing of every parser of outside input (hypothesis).
 
 Each parser may only return its record or raise one of the project's errors
-(``NetagentError``): never another exception, never a hang. Inputs are random bytes and
+(``ParseError``): never another exception, never a hang. Inputs are random bytes and
 text, and mutations of the real captures in tests/fixtures (bytes flipped, cut, repeated),
 so the decoders are pushed past their first length check.
 
@@ -25,7 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from netagent.errors import NetagentError
+from netagent.errors import NetagentError, ParseError
 from netagent.parse import prometheus
 from netagent.parse.conntrack import parse_netlink_stats, parse_proc_stats
 from netagent.parse.kube import error_reason, parse_kubeconfig, parse_node_page
@@ -51,9 +51,9 @@ SECONDS_PER_INPUT = 1.0  # a parser that takes longer on one small input is a de
 
 
 def only_ours(parse: Callable[[], Any]) -> None:
-    """Run ``parse``: its record or a ``NetagentError`` are fine, anything else fails."""
+    """Run ``parse``: its record or a ``ParseError`` are fine, anything else fails."""
     start = time.monotonic()
-    with contextlib.suppress(NetagentError):
+    with contextlib.suppress(ParseError):
         parse()
     assert time.monotonic() - start < SECONDS_PER_INPUT
 

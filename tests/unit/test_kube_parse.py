@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from netagent.errors import ConfigError
+from netagent.errors import ParseError
 from netagent.model import NodePeer
 from netagent.parse.kube import (
-    KubeAPIError,
     error_reason,
     in_cluster_target,
     parse_kubeconfig,
@@ -71,7 +70,7 @@ def test_non_status_error_bodies_are_quoted_briefly() -> None:
 
 
 def test_a_status_where_a_list_was_expected_is_an_error(fixtures: Path) -> None:
-    with pytest.raises(KubeAPIError, match="Forbidden: nodes is forbidden"):
+    with pytest.raises(ParseError, match="Forbidden: nodes is forbidden"):
         parse_node_page(kube(fixtures, "status-403.json"))
 
 
@@ -83,7 +82,7 @@ def test_a_status_where_a_list_was_expected_is_an_error(fixtures: Path) -> None:
     (b'{"kind":"NodeList","metadata":{"remainingItemCount":-1},"items":[]}', "not a node count"),
 ])
 def test_malformed_pages_name_the_problem(body: bytes, message: str) -> None:
-    with pytest.raises(KubeAPIError, match=message):
+    with pytest.raises(ParseError, match=message):
         parse_node_page(body)
 
 
@@ -172,7 +171,7 @@ def test_kubeconfig_files_merge_first_wins() -> None:
     ("a: [\n", "not valid YAML"),
 ])
 def test_bad_kubeconfigs_name_the_problem(text: str, message: str) -> None:
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ParseError, match=message):
         parse_kubeconfig([("/k", text)])
 
 
@@ -215,7 +214,7 @@ def test_insecure_skip_tls_verify_must_be_a_real_boolean(value: str) -> None:
     # bool("false") is True: a quoted "false" used to switch TLS verification off
     text = _CTX + f"clusters:\n- name: k\n  cluster:\n    server: https://h\n" \
                   f"    insecure-skip-tls-verify: {value}\n"
-    with pytest.raises(ConfigError, match="'insecure-skip-tls-verify' must be true or false"):
+    with pytest.raises(ParseError, match="'insecure-skip-tls-verify' must be true or false"):
         parse_kubeconfig([("/k", text)])
 
 
@@ -234,7 +233,7 @@ def test_certificate_authority_data_must_be_a_pem_certificate(data: str, message
     # an invalid CA used to fall back silently to the system trust store
     text = _CTX + f"clusters:\n- name: k\n  cluster:\n    server: https://h\n" \
                   f"    certificate-authority-data: '{data}'\n"
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ParseError, match=message):
         parse_kubeconfig([("/k", text)])
 
 
@@ -256,7 +255,7 @@ def test_wrapped_base64_is_accepted() -> None:
 ])
 def test_servers_that_cannot_be_connected_to_are_errors(server: str, message: str) -> None:
     text = _CTX + f"clusters:\n- name: k\n  cluster:\n    server: '{server}'\n"
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ParseError, match=message):
         parse_kubeconfig([("/k", text)])
 
 
@@ -264,7 +263,7 @@ def test_a_token_with_a_line_break_is_an_error() -> None:
     text = ("current-context: c\ncontexts:\n- name: c\n  context: {cluster: k, user: u}\n"
             "clusters:\n- name: k\n  cluster: {server: 'https://h'}\n"
             'users:\n- name: u\n  user: {token: "abc\\r\\nX-Evil: 1"}\n')
-    with pytest.raises(ConfigError, match="'token' holds control characters"):
+    with pytest.raises(ParseError, match="'token' holds control characters"):
         parse_kubeconfig([("/k", text)])
 
 
@@ -278,19 +277,19 @@ def test_a_token_with_a_line_break_is_an_error() -> None:
     ("a: &x [1]\nb: *x\n", "aliases"),
 ])
 def test_kubeconfig_shapes_that_crashed(text: str, message: str) -> None:
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ParseError, match=message):
         parse_kubeconfig([("/k", text)])
 
 
 @pytest.mark.parametrize("value", ["true", "1e320", "1" + "0" * 320, "-1", "2000000", '"5"'])
 def test_remaining_item_count_must_be_a_count_in_range(value: str) -> None:
     body = '{"kind":"NodeList","metadata":{"remainingItemCount":' + value + '},"items":[]}'
-    with pytest.raises(KubeAPIError, match="remainingItemCount"):
+    with pytest.raises(ParseError, match="remainingItemCount"):
         parse_node_page(body)
 
 
 def test_deeply_nested_answers_are_errors_not_crashes() -> None:
     body = '{"kind":"NodeList","items":' + "[" * 100_000 + "]" * 100_000 + "}"
-    with pytest.raises(KubeAPIError, match="nested too deeply"):
+    with pytest.raises(ParseError, match="nested too deeply"):
         parse_node_page(body)
     assert "HTTP 500" in error_reason(500, body.encode())
