@@ -4,9 +4,15 @@ Each source runs in its own thread on its own interval (with jitter, so a fleet 
 does not poll in step) and fails on its own: a DNS round waiting out dead resolvers, or a
 slow API server, never delays the neighbour tables. After every collection the checks are
 evaluated again on the latest observation of every source, with the previous observation
-of each as the baseline, so counters become rates over one interval. The HTTP server
-(``netagent.exporter.server``) runs in its own threads and only reads the latest state.
-A person sees the same as ``curl -s localhost:9465/metrics``.
+of each as the baseline, so counters become rates over one interval.
+
+The result is one immutable ``AgentState`` (``netagent.state``), swapped atomically under a
+short lock that only recording takes. Everything else consumes it outside that lock: the
+HTTP server (``netagent.exporter.server``) reads the latest state per scrape, and each
+consumer (the log today; remediation and Kubernetes reporting next) has its own thread and
+mailbox, and gets every new state with the transitions that led to it. A slow or failing
+consumer never delays a collection. A person sees the same as
+``curl -s localhost:9465/metrics``.
 
 The log has one line per state change (a source going up or down, a check changing
 status), never one per sample.
@@ -21,19 +27,25 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
-from netagent import __version__
+from netagent import __version__, catalog
 from netagent.checks import registry
 from netagent.config import Config, parse_listen
 from netagent.errors import NetagentError
-from netagent.exporter.collector import SOURCE_TOTALS, Fold
 from netagent.exporter.server import HttpServer, make_app, make_registry
-from netagent.exporter.state import AgentState, SourceState
 from netagent.model import CheckResult, Observations, SourceRun, Status
-from netagent.sources import Source
+from netagent.sources import Source, run_source
+from netagent.state import (
+    AgentState,
+    CheckTransition,
+    SourceState,
+    SourceTransition,
+    Transition,
+    Update,
+)
 from netagent.wiring import build_sources
 
 log = logging.getLogger("netagent.agent")
@@ -58,10 +70,12 @@ class Agent:
         clock: Callable[[], float] = time.monotonic,
         wait: Callable[[float], bool] | None = None,
         rng: random.Random | None = None,
-        folds: Mapping[str, Fold] = SOURCE_TOTALS,
+        consumers: Sequence[Consumer] | None = None,
     ) -> None:
         self.sources = dict(sources)
-        self.folds = folds
+        self.folds: dict[str, Fold] = {
+            spec.name: catalog.resolve(spec.totals) for spec in catalog.SOURCES
+            if spec.totals and spec.name in self.sources}
         self.config = config
         self.clock = clock
         self._stop = threading.Event()
@@ -84,6 +98,8 @@ class Agent:
         self._checks: dict[str, tuple[CheckResult, ...]] = {}  # source -> its checks' verdicts
         self._state = AgentState()
         self._bugs_logged: set[tuple[str, str]] = set()
+        self.mailboxes = [Mailbox(c) for c in (
+            [LogConsumer()] if consumers is None else consumers)]
 
     # -- what the HTTP threads read ------------------------------------------------------
     def state(self) -> AgentState:
@@ -102,7 +118,10 @@ class Agent:
         return self._stop.is_set()
 
     def run(self) -> None:
-        """One thread per source until ``stop()``; returns when all have ended."""
+        """One thread per source, and one per consumer, until ``stop()``; returns when the
+        collections have ended."""
+        for mailbox in self.mailboxes:
+            mailbox.start(self._stop)
         threads = [threading.Thread(target=self.run_source, args=(name,),
                                     name=f"collect-{name}", daemon=True)
                    for name in self.sources]
@@ -130,24 +149,26 @@ class Agent:
                 1 + self.rng.uniform(-self.jitter, self.jitter))
 
     def collect_one(self, name: str) -> SourceRun:
-        source = self.sources[name]
-        start = self.clock()
-        error: str | None = None
-        observation: Any = None
-        try:
-            observation = source.collect()
-        except Exception as err:  # every failure, even a bug, stays inside this source
-            error = str(err) or type(err).__name__
-            if not isinstance(err, NetagentError | OSError):
-                error = f"unexpected {type(err).__name__}: {error}"
-                self._log_bug(name, error)
-        run = SourceRun(name=name, ok=error is None, duration_seconds=round(
-            self.clock() - start, 6), error=error)
+        collected = run_source(name, self.sources[name], clock=self.clock)
+        if collected.bug is not None:
+            self._log_bug(name, collected.run.error or "", collected.bug)
         with self._lock:
-            self._record(run, observation)
-        return run
+            update = self._record(collected.run, collected.observation)
+            self._state = update.state
+            # Posting only hands the update over (a few list operations under each
+            # mailbox's own lock); the consumers do their work in their own threads.
+            # Under this lock, so that every consumer sees the updates in order.
+            for mailbox in self.mailboxes:
+                mailbox.post(update)
+        return collected.run
 
-    def _record(self, run: SourceRun, observation: Any) -> None:
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every consumer has taken in every update (in tests and at shutdown);
+        a consumer whose thread is not running is given its updates in this thread."""
+        return all(mailbox.drain(timeout) for mailbox in self.mailboxes)
+
+    def _record(self, run: SourceRun, observation: Any) -> Update:
+        """The state after ``run``, and what changed: pure bookkeeping, no I/O, no log."""
         name, error = run.name, run.error
         was = self._state.sources.get(name)
         if error is None:
@@ -165,20 +186,24 @@ class Agent:
             # the next one: counters then become rates over the longer interval.
             self._latest.pop(name, None)
             self._errors[name] = error
-        self._log_source(run, was.run if was else None)
+        transitions: list[Transition] = []
+        if was is None or was.run.ok != run.ok:
+            transitions.append(SourceTransition(was.run if was else None, run))
         sources = dict(self._state.sources)
         sources[name] = SourceState(name=name, run=run, observation=observation,
                                     totals=self._totals.get(name))
         checks = self._evaluate(sources, changed=name)
-        self._log_checks(self._state.checks, checks)
-        self._state = AgentState(sources=sources, checks=checks)
+        old = {c.id: c.status for c in self._state.checks}
+        transitions.extend(CheckTransition(old.get(c.id), c) for c in checks
+                           if old.get(c.id) is not c.status)
+        return Update(AgentState(sources=sources, checks=checks), tuple(transitions))
 
     def _evaluate(self, sources: Mapping[str, SourceState], *,
                   changed: str) -> tuple[CheckResult, ...]:
         """Judge again only what the ``changed`` source feeds; keep the other verdicts.
 
         A collection of one source cannot change another source's checks unless they read
-        it (``registry.INPUTS``): re-running every check after every collection would
+        it (the catalog's ``reads``): re-running every check after every collection would
         repeat, say, the 1,000-peer overlay analysis after each DNS round.
         """
         # Only sources collected at least once are judged: before its first collection a
@@ -197,8 +222,7 @@ class Agent:
                 log.exception("checks of %s failed; keeping the previous results", source)
         return tuple(check for source in names for check in self._checks.get(source, ()))
 
-    # -- one log line per change ----------------------------------------------------------
-    def _log_bug(self, name: str, error: str) -> None:
+    def _log_bug(self, name: str, error: str, bug: BaseException) -> None:
         """A bug's traceback once per source and distinct error, not at every interval."""
         key = (name, error)
         with self._lock:
@@ -207,12 +231,128 @@ class Agent:
             if len(self._bugs_logged) >= 100:  # bounded even if every message differs
                 self._bugs_logged.clear()
             self._bugs_logged.add(key)
-        log.exception("source %s raised an unexpected error", name,
-                      extra={"event": "source_bug", "source": name, "error": error})
+        log.error("source %s raised an unexpected error", name,
+                  exc_info=(type(bug), bug, bug.__traceback__),
+                  extra={"event": "source_bug", "source": name, "error": error})
 
-    def _log_source(self, run: SourceRun, before: SourceRun | None) -> None:
-        if before is not None and before.ok == run.ok:
-            return
+
+# -- consumers -------------------------------------------------------------------------
+
+Fold = Callable[[Any, Any], Any]
+
+
+class Consumer(Protocol):
+    """Takes each new state with the transitions since the previous one it was given."""
+
+    name: str
+
+    def consume(self, update: Update) -> None: ...
+
+
+class Mailbox:
+    """One consumer's queue and thread.
+
+    ``post`` never waits for the consumer: it merges the update into what is pending (the
+    newest state replaces an older one not yet taken; transitions are kept in order, at
+    most MAX_PENDING, the oldest dropped and counted beyond that). The consumer's thread
+    takes everything pending at once, so a slow consumer sees fewer states, never a
+    stale one, and every transition while it keeps up. An exception in the consumer is
+    logged once per kind of error and the thread carries on.
+    """
+
+    MAX_PENDING = 10_000
+
+    def __init__(self, consumer: Consumer) -> None:
+        self.consumer = consumer
+        self._cond = threading.Condition()
+        self._state: AgentState | None = None
+        self._transitions: list[Transition] = []
+        self._busy = False
+        self._thread: threading.Thread | None = None
+        self._stop: threading.Event | None = None
+        self.dropped = 0  # transitions dropped because the consumer fell behind
+        self._errors_logged: set[str] = set()
+
+    def post(self, update: Update) -> None:
+        with self._cond:
+            self._state = update.state
+            self._transitions.extend(update.transitions)
+            excess = len(self._transitions) - self.MAX_PENDING
+            if excess > 0:
+                del self._transitions[:excess]
+                self.dropped += excess
+            self._cond.notify()
+
+    def start(self, stop: threading.Event) -> None:
+        self._stop = stop
+        self._thread = threading.Thread(target=self._loop, name=f"consume-{self.consumer.name}",
+                                        daemon=True)
+        self._thread.start()
+
+    def _take(self) -> Update | None:
+        if self._state is None:
+            return None
+        update = Update(self._state, tuple(self._transitions))
+        self._state, self._transitions = None, []
+        self._busy = True
+        return update
+
+    def _loop(self) -> None:
+        assert self._stop is not None
+        while not self._stop.is_set():
+            with self._cond:
+                update = self._take()
+                if update is None:
+                    self._cond.wait(timeout=0.5)
+                    continue
+            self._deliver(update)
+
+    def _deliver(self, update: Update) -> None:
+        try:
+            self.consumer.consume(update)
+        except Exception as err:  # a consumer's bug never reaches the collections
+            kind = f"{type(err).__name__}: {err}"
+            if kind not in self._errors_logged and len(self._errors_logged) < 100:
+                self._errors_logged.add(kind)
+                log.exception("consumer %s failed; carrying on", self.consumer.name)
+        finally:
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+
+    def drain(self, timeout: float) -> bool:
+        """Until nothing is pending or being consumed; True when that was reached."""
+        if self._thread is None or not self._thread.is_alive():
+            with self._cond:
+                update = self._take()
+            if update is not None:
+                self._deliver(update)
+            return True
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._state is not None or self._busy:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(timeout=left)
+        return True
+
+
+class LogConsumer:
+    """One log line per transition: a source going up or down, a check changing status."""
+
+    name = "log"
+
+    def consume(self, update: Update) -> None:
+        for t in update.transitions:
+            if isinstance(t, SourceTransition):
+                self._source(t)
+            else:
+                self._check(t)
+
+    @staticmethod
+    def _source(t: SourceTransition) -> None:
+        run = t.after
         if run.ok:
             log.info("source %s up (collected in %.3f s)", run.name, run.duration_seconds,
                      extra={"event": "source_up", "source": run.name,
@@ -221,19 +361,14 @@ class Agent:
             log.warning("source %s down: %s", run.name, run.error,
                         extra={"event": "source_down", "source": run.name, "error": run.error})
 
-    def _log_checks(self, before: tuple[CheckResult, ...],
-                    after: tuple[CheckResult, ...]) -> None:
-        old = {c.id: c.status for c in before}
-        for check in after:
-            was = old.get(check.id)
-            if was is check.status:
-                continue
-            log.log(_LEVEL[check.status], "check %s %s -> %s: %s", check.id,
-                    was.label if was is not None else "none", check.status.label,
-                    check.summary,
-                    extra={"event": "check_status", "check": check.id,
-                           "from": was.label if was is not None else None,
-                           "to": check.status.label, "summary": check.summary})
+    @staticmethod
+    def _check(t: CheckTransition) -> None:
+        check, was = t.after, t.before
+        log.log(_LEVEL[check.status], "check %s %s -> %s: %s", check.id,
+                was.label if was is not None else "none", check.status.label, check.summary,
+                extra={"event": "check_status", "check": check.id,
+                       "from": was.label if was is not None else None,
+                       "to": check.status.label, "summary": check.summary})
 
 
 # -- logging ---------------------------------------------------------------------------
@@ -315,6 +450,7 @@ def serve(config: Config, *, listen: str | None = None) -> None:
         agent.stop()
         server.stop()
         worker.join(timeout=2)
+        agent.flush(timeout=1)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         log.info("stopped", extra={"event": "stop"})

@@ -179,11 +179,13 @@ def fleet(url: str, as_json: bool, window: str, horizon: str, alpha: float, sele
 def _validate_kubeconfig(settings: Config, sources: Mapping[str, Any]) -> None:
     """A kubeconfig named on the command line or in the configuration that cannot be used
     is a usage error (exit 3, one line), not a check result."""
+    if "cluster" not in sources or not settings.cluster.kubeconfig:
+        return  # and the cluster source's modules are not imported for nothing
     from netagent.errors import ConfigError, SourceError
     from netagent.sources.cluster import ClusterSource
 
     source = sources.get("cluster")
-    if isinstance(source, ClusterSource) and settings.cluster.kubeconfig:
+    if isinstance(source, ClusterSource):
         try:
             source.target()
         except SourceError as err:

@@ -15,8 +15,9 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from netagent import catalog
 from netagent.errors import ConfigError
 from netagent.loaders import LoadError, load_yaml, read_text, shorten
 
@@ -65,18 +66,22 @@ class ClusterConfig:
     poll_seconds: float = 300.0  # at most one node LIST per this many seconds (plus jitter)
 
 
-@dataclass(frozen=True)
-class AgentIntervals:
-    """Seconds between collections of each source by `netagent run` (jitter added)."""
+if TYPE_CHECKING:
+    class AgentIntervals:
+        """Seconds between collections of each source by `netagent run` (jitter added)."""
 
-    neighbours: float = 15.0
-    conntrack: float = 15.0
-    overlay: float = 15.0
-    dns: float = 30.0
-    # The cluster source asks the API at most once per cluster.poll_seconds (300 s, with
-    # jitter) and answers from its cache in between, so this only bounds how stale that
-    # answer can be; a second long interval here would compound with the source's own.
-    cluster: float = 30.0
+        def __init__(self, **seconds: float) -> None: ...
+
+        def __getattr__(self, source: str) -> float: ...
+else:
+    # One field per source of the catalog, its default interval the catalog's.
+    AgentIntervals = dataclasses.make_dataclass(
+        "AgentIntervals",
+        [(spec.name, float, field(default=spec.interval)) for spec in catalog.SOURCES],
+        frozen=True)
+    AgentIntervals.__module__ = __name__
+    AgentIntervals.__doc__ = ("Seconds between collections of each source by `netagent run` "
+                              "(jitter added).")
 
 
 @dataclass(frozen=True)
@@ -134,11 +139,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "thresholds.neighbour.critical_ratio": (0.01, 1.0),
     "thresholds.neighbour.headroom_ratio": (0.05, 0.95),
     "agent.jitter": (0, 0.5),
-    "agent.intervals.neighbours": (0.1, 86400),
-    "agent.intervals.conntrack": (0.1, 86400),
-    "agent.intervals.overlay": (0.1, 86400),
-    "agent.intervals.dns": (0.1, 86400),
-    "agent.intervals.cluster": (0.1, 86400),
+    **{f"agent.intervals.{spec.name}": spec.interval_range for spec in catalog.SOURCES},
     "cluster.api_timeout_seconds": (0.1, 300),
     "cluster.poll_seconds": (10, 86400),
     "thresholds.conntrack.warning_ratio": (0.01, 1.0),

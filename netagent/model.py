@@ -136,6 +136,7 @@ class SourceRun:
     ok: bool
     duration_seconds: float
     error: str | None = None
+    traceback: str | None = None  # a bug's, shown by `netagent check -v`
 
 
 @dataclass(frozen=True)

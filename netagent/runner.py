@@ -18,7 +18,7 @@ from netagent.checks import registry
 from netagent.config import Config
 from netagent.errors import NetagentError
 from netagent.model import Observations, Report, SourceRun
-from netagent.sources import Source
+from netagent.sources import Source, run_source
 
 
 def collect(
@@ -31,18 +31,12 @@ def collect(
     errors: dict[str, str] = {}
     runs: list[SourceRun] = []
     for name, source in sources.items():
-        start = clock()
-        try:
-            current[name] = source.collect()
-        except NetagentError as err:
-            errors[name] = str(err)
-        except OSError as err:  # a source that let one through: still not a crash
-            errors[name] = f"{type(err).__name__}: {err}"
-        except Exception as err:  # a bug in one source makes its checks unknown, no more
-            errors[name] = f"unexpected {type(err).__name__}: {err}"
-        runs.append(SourceRun(name=name, ok=name in current,
-                              duration_seconds=round(clock() - start, 6),
-                              error=errors.get(name)))
+        collected = run_source(name, source, clock=clock)
+        if collected.run.ok:
+            current[name] = collected.observation
+        else:
+            errors[name] = collected.run.error or "failed"
+        runs.append(collected.run)
     return current, errors, runs
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from netagent.config import ConntrackThresholds
+from netagent.config import Config, ConntrackThresholds
 from netagent.model import (
     Change,
     ChangeSet,
@@ -32,6 +32,10 @@ TABLE, ERRORS = "conntrack.table", "conntrack.errors"
 WATCHED = ("drop", "early_drop", "insert_failed", "clash_resolve", "chaintoolong", "invalid",
            "search_restart")
 SYSCTL_FILE = "90-netagent-conntrack.conf"
+
+
+def judge(obs: Observations, config: Config) -> list[CheckResult]:
+    return evaluate(obs, config.thresholds.conntrack)
 
 
 def evaluate(obs: Observations, thresholds: ConntrackThresholds) -> list[CheckResult]:

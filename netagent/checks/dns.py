@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from netagent.config import DnsThresholds
+from netagent.config import Config, DnsThresholds
 from netagent.model import (
     DNS_MODES,
     ChangeSet,
@@ -43,6 +43,10 @@ BAD_RCODES = ("REFUSED", "SERVFAIL", "NOTIMP", "FORMERR")
 CLUSTER_ORIGINS = frozenset({"kubelet", "node-local"})
 CLUSTER_NAME_PREFIX = "kubernetes.default.svc."
 GLIBC_DEFAULT_ORIGIN = "glibc default"
+
+
+def judge(obs: Observations, config: Config) -> list[CheckResult]:
+    return evaluate(obs, config.thresholds.dns)
 
 
 def evaluate(obs: Observations, t: DnsThresholds) -> list[CheckResult]:

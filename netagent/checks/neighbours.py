@@ -10,10 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from netagent.checks.sysctl import neighbour_thresholds, round_up
-from netagent.config import NeighbourThresholds
+from netagent.config import Config, NeighbourThresholds
 from netagent.model import (
     ChangeSet,
     CheckResult,
+    ClusterInfo,
     FixPart,
     NeighbourLimits,
     NeighbourObservation,
@@ -30,6 +31,17 @@ SOURCE = "neighbours"
 TOP = 5
 NAMES = {"ipv4": "IPv4 neighbour (ARP)", "ipv6": "IPv6 neighbour (ND)"}
 SYSCTL = {"ipv4": "net.ipv4.neigh.default", "ipv6": "net.ipv6.neigh.default"}
+
+
+def judge(obs: Observations, config: Config) -> list[CheckResult]:
+    return evaluate(obs, config.thresholds.neighbour, nodes=cluster_nodes(obs, config))
+
+
+def cluster_nodes(obs: Observations, config: Config) -> int | None:
+    """The cluster's node count: the ``cluster`` source's reading when it ran (the API, or
+    the configuration when the API could not be read), else ``nodes:``/``--nodes``."""
+    info = obs.get("cluster", ClusterInfo)
+    return info.nodes if info is not None else config.nodes
 
 
 def evaluate(obs: Observations, thresholds: NeighbourThresholds, *,

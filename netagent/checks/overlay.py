@@ -107,6 +107,14 @@ class Analysis:
     notes: list[str] = field(default_factory=list)
 
 
+def judge(obs: Observations, config: Config) -> list[CheckResult]:
+    return evaluate(obs, config)
+
+
+def judge_cluster(obs: Observations, config: Config) -> list[CheckResult]:
+    return evaluate_cluster(obs, config)
+
+
 def evaluate(obs: Observations, config: Config) -> list[CheckResult]:
     snap = obs.get(SOURCE, OverlaySnapshot)
     if snap is None:

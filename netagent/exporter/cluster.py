@@ -9,7 +9,12 @@ from collections.abc import Iterator
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from netagent.exporter.scrape import Scrape, expect
 from netagent.model import ClusterInfo
+
+
+def export(obs: object, scrape: Scrape) -> Iterator[Metric]:
+    return families(expect(obs, ClusterInfo))
 
 
 def families(info: ClusterInfo) -> Iterator[Metric]:

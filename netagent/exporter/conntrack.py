@@ -10,7 +10,12 @@ from collections.abc import Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from netagent.exporter.scrape import Scrape, expect
 from netagent.model import CONNTRACK_EVENTS, ConntrackObservation
+
+
+def export(obs: object, scrape: Scrape) -> Iterator[Metric]:
+    return families(expect(obs, ConntrackObservation))
 
 
 def families(obs: ConntrackObservation) -> Iterator[Metric]:

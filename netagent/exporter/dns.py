@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
+from netagent.exporter.scrape import Scrape, expect
 from netagent.model import DnsObservation
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 4.5, 5.5, 10.0)
@@ -38,6 +39,17 @@ class DnsTotals:
 
     latencies: Mapping[tuple[str, str, str], Latencies] = field(default_factory=dict)
     failures: Mapping[tuple[str, str, str], int] = field(default_factory=dict)
+
+
+def fold_observation(totals: object, obs: object) -> DnsTotals:
+    """The catalog's running totals of the dns source."""
+    return fold(totals if isinstance(totals, DnsTotals) else None,
+                expect(obs, DnsObservation))
+
+
+def export(obs: object, scrape: Scrape) -> Iterator[Metric]:
+    # counters and a histogram over every round: rendered from the agent's running totals
+    return families(expect(scrape.totals("dns"), DnsTotals))
 
 
 def fold(totals: DnsTotals | None, obs: DnsObservation) -> DnsTotals:

@@ -10,12 +10,17 @@ from collections.abc import Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from netagent.exporter.scrape import Scrape, expect
 from netagent.model import NeighbourObservation, NeighbourSnapshot
 from netagent.parse.neighbours import GcRule
 from netagent.parse.netlink import NUD_STATES
 
 # Every state is exported, zeros included, so a series does not vanish when a state empties.
 STATES = tuple(NUD_STATES[bit] for bit in sorted(NUD_STATES))
+
+
+def export(obs: object, scrape: Scrape) -> Iterator[Metric]:
+    return families(expect(obs, NeighbourSnapshot))
 
 
 def families(snapshot: NeighbourSnapshot) -> Iterator[Metric]:

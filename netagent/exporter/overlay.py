@@ -12,7 +12,13 @@ from collections.abc import Iterator
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from netagent.checks.overlay import ClusterView, analyse
+from netagent.exporter.scrape import Scrape, expect
 from netagent.model import OverlaySnapshot
+
+
+def export(obs: object, scrape: Scrape) -> Iterator[Metric]:
+    return families(expect(obs, OverlaySnapshot),
+                    cluster=ClusterView.of(scrape.observations(), scrape.config))
 
 
 def families(snapshot: OverlaySnapshot, *, cluster: ClusterView) -> Iterator[Metric]:

@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector, make_wsgi_app
 from netagent.config import Config
 from netagent.errors import ConfigError
 from netagent.exporter.collector import NetagentCollector
-from netagent.exporter.state import AgentState
+from netagent.state import AgentState
 
 log = logging.getLogger(__name__)
 

@@ -40,6 +40,8 @@ def render(report: Report, *, verbose: bool = False, colour: bool = False) -> st
         for s in report.sources:
             state = "ok" if s.ok else f"FAILED: {s.error}"
             lines.append(f"  {s.name:<11} {s.duration_seconds:.3f}s  {state}")
+            if verbose and s.traceback:
+                lines.extend(f"      {line}" for line in s.traceback.splitlines())
     return "\n".join(lines)
 
 

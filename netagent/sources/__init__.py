@@ -10,7 +10,14 @@ Nothing here decides whether a value is good or bad: that is ``netagent.checks``
 
 from __future__ import annotations
 
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
+
+from netagent.errors import NetagentError
+from netagent.model import SourceRun
 
 
 class Source(Protocol):
@@ -23,3 +30,37 @@ class Source(Protocol):
 
     def collect(self) -> Any:
         """A full observation."""
+
+
+@dataclass(frozen=True)
+class Collected:
+    """One collection: how it went, the observation when it succeeded, and the exception
+    when it was a bug (not a ``NetagentError`` or an ``OSError``), for its traceback."""
+
+    run: SourceRun
+    observation: Any = None
+    bug: BaseException | None = None
+
+
+def run_source(name: str, source: Source, *,
+               clock: Callable[[], float] = time.monotonic) -> Collected:
+    """Collect ``source`` once, timed. Every exception, a bug included, becomes a failed
+    ``SourceRun`` with the reason: ``netagent check`` and the agent both collect here, so
+    one source's bug makes its checks unknown and nothing else."""
+    start = clock()
+    try:
+        observation = source.collect()
+    except Exception as err:
+        reason = str(err) or type(err).__name__
+        expected = isinstance(err, NetagentError | OSError)
+        if isinstance(err, OSError) and not isinstance(err, NetagentError):
+            reason = f"{type(err).__name__}: {reason}"
+        if not expected:
+            reason = f"unexpected {type(err).__name__}: {reason}"
+        run = SourceRun(name=name, ok=False, duration_seconds=round(clock() - start, 6),
+                        error=reason,
+                        traceback=None if expected else "".join(
+                            traceback.format_exception(err)).rstrip())
+        return Collected(run, None, None if expected else err)
+    return Collected(SourceRun(name=name, ok=True,
+                               duration_seconds=round(clock() - start, 6)), observation)

@@ -15,9 +15,9 @@ import os
 import random
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
-from netagent.config import ClusterConfig
+from netagent.config import ClusterConfig, Config
 from netagent.errors import NetagentError, ParseError, SourceError
 from netagent.loaders import MAX_KUBECONFIG_BYTES, LoadError, read_text
 from netagent.model import ClusterInfo, NodePeer
@@ -196,3 +196,8 @@ class ClusterSource:
         raise SourceError(f"{client.target.server}{NODES_PATH}: more than "
                           f"{MAX_LISTED_NODES:,} nodes listed; netagent reads clusters up to "
                           "that size")
+
+
+def from_config(config: Config, wanted: Sequence[str]) -> ClusterSource:
+    # the node list (with annotations) only when the overlay checks will use it
+    return ClusterSource(config.cluster, nodes=config.nodes, peers="overlay" in wanted)

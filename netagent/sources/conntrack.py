@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from netagent.config import Config
 from netagent.errors import NetagentError, SourceError
 from netagent.model import ConntrackObservation, ConntrackStats, KernelVersion
 from netagent.parse.conntrack import PROC_FILE, parse_netlink_stats, parse_proc_stats
@@ -142,3 +143,7 @@ class ConntrackSource:
         return ConntrackObservation(
             kernel=self.kernel(), count=count, max=max_, buckets=buckets, stats=stats,
             namespace=self.namespace(), problems=problems, monotonic=self.clock())
+
+
+def from_config(config: Config, wanted: Sequence[str]) -> ConntrackSource:
+    return ConntrackSource()

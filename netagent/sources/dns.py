@@ -49,7 +49,7 @@ import dns.message
 import dns.rcode
 import dns.rdatatype
 
-from netagent.config import DnsConfig
+from netagent.config import Config, DnsConfig
 from netagent.errors import ParseError
 from netagent.loaders import LoadError, read_text
 from netagent.model import (
@@ -592,3 +592,7 @@ def _read_file(path: str) -> str:
         return read_text(path, what="file", errors="replace")
     except LoadError as err:
         raise OSError(str(err).removeprefix(f"{path}: ")) from err
+
+
+def from_config(config: Config, wanted: Sequence[str]) -> DnsSource:
+    return DnsSource(config.dns)

@@ -9,9 +9,10 @@ from __future__ import annotations
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 
+from netagent.config import Config
 from netagent.errors import ParseError, SourceError
 from netagent.model import (
     FAMILIES,
@@ -182,3 +183,7 @@ class NeighbourSource:
             if not dump.interrupted or attempt == 2:
                 return count_namespace(tally, namespace=ns.name, rule=rule, link_names=names)
         raise AssertionError("unreachable")
+
+
+def from_config(config: Config, wanted: Sequence[str]) -> NeighbourSource:
+    return NeighbourSource()

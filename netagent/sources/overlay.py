@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Sequence
 
+from netagent.config import Config
 from netagent.errors import NetagentError, ParseError, SourceError
 from netagent.model import OverlaySnapshot, VxlanDevice
 from netagent.parse.kernel import parse_release
@@ -133,3 +135,7 @@ class OverlaySource:
             local=link.local, port=link.port, learning=link.learning, up=link.up, cni=cni,
             family=family, fdb=fdb, neighbours=neighbours, routes=routes, problems=problems,
         )
+
+
+def from_config(config: Config, wanted: Sequence[str]) -> OverlaySource:
+    return OverlaySource()

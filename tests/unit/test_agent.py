@@ -23,6 +23,7 @@ from netagent.config import AgentIntervals, AgentSettings, Config
 from netagent.errors import SourceError
 from netagent.exporter.collector import NetagentCollector
 from netagent.model import NeighbourSnapshot, NeighbourStats, Status
+from netagent.state import SourceTransition, Update
 from tests.unit.exporter_records import snapshot
 
 
@@ -211,6 +212,7 @@ def test_one_log_line_per_state_change(caplog: pytest.LogCaptureFixture) -> None
     neigh = RecordedNeighbours(clock, fail=frozenset({3, 4}), fulls={6: 1})
     agent = Agent({"neighbours": neigh}, config(jitter=0), clock=clock, wait=clock.wait)
     agent.run_source("neighbours", max_rounds=12)
+    assert agent.flush()  # the log is a consumer: its lines come from its own mailbox
     lines = [r.getMessage().split(":")[0] for r in caplog.records]
     assert lines == [
         "source neighbours up (collected in 0.000 s)",
@@ -280,6 +282,7 @@ def test_json_log_lines_carry_the_event(restore_logging: None) -> None:
                   clock=clock, wait=clock.wait)
     agent.collect_one("dns")
     agent.collect_one("dns")  # still down: no second line
+    assert agent.flush()
     records = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert [r["event"] for r in records] == ["source_down", "check_status"]
     assert records[1]["to"] == "unknown" and records[1]["from"] is None
@@ -395,3 +398,79 @@ def test_a_bug_in_the_cluster_source_is_backed_off_and_logged_once(
     assert all("KeyError" in e for e in errors if e)
     tracebacks = [r for r in caplog.records if r.exc_info]
     assert len(tracebacks) == 1
+
+
+class BlockedConsumer:
+    """Takes updates only once released; records every transition and state it got."""
+
+    name = "blocked"
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.updates: list[Update] = []
+
+    def consume(self, update: Update) -> None:
+        self.release.wait(timeout=30)
+        self.updates.append(update)
+
+
+class FailingConsumer:
+    name = "failing"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def consume(self, update: Update) -> None:
+        self.calls += 1
+        raise RuntimeError("the API server said no")
+
+
+def test_a_stuck_or_failing_consumer_never_delays_a_collection(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """While one consumer is stuck and another raises at every update, 200 collections
+    go at the speed of the collections; then the stuck one gets every transition, in
+    order, and the newest state, and the failing one's error is logged once."""
+    clock = FakeClock()
+    neigh = RecordedNeighbours(clock, fail=frozenset(range(3, 200, 2)))  # up, down, ...
+    blocked, failing = BlockedConsumer(), FailingConsumer()
+    agent = Agent({"neighbours": neigh}, config(jitter=0), clock=clock, wait=clock.wait,
+                  consumers=[blocked, failing])
+    stop = threading.Event()
+    for mailbox in agent.mailboxes:
+        mailbox.start(stop)
+    try:
+        start = time.monotonic()
+        runs = [agent.collect_one("neighbours").ok for _ in range(200)]
+        took = time.monotonic() - start
+        assert len(blocked.updates) == 0  # still stuck on the first update
+        blocked.release.set()
+        assert agent.flush(timeout=20)
+    finally:
+        stop.set()
+    assert took < 10, took  # each collection alone, not waiting for a consumer
+    got = [t for u in blocked.updates for t in u.transitions if isinstance(t, SourceTransition)]
+    changes = [ok for k, ok in enumerate(runs) if k == 0 or ok != runs[k - 1]]
+    assert len(changes) > 150  # the source flapped
+    assert [t.after.ok for t in got] == changes
+    assert blocked.updates[-1].state is agent.state()
+    assert failing.calls >= 1
+    failures = [r for r in caplog.records if "consumer failing failed" in r.getMessage()]
+    assert len(failures) == 1
+
+
+def test_check_reports_a_bug_in_one_source_as_unknown_with_its_traceback() -> None:
+    from netagent import runner
+    from netagent.report import text as text_report
+
+    clock = FakeClock()
+    report = runner.check_once(
+        {"neighbours": RecordedNeighbours(clock), "dns": Probe(clock, error=KeyError("bug"))},
+        config(), interval=0, node="n")
+    dns_checks = [c for c in report.checks if c.id.startswith("dns")]
+    assert dns_checks and all(c.status is Status.UNKNOWN for c in dns_checks)
+    assert {c.id for c in report.checks} >= {"neighbour.ipv4", "neighbour.ipv6"}
+    (run,) = [s for s in report.sources if s.name == "dns"]
+    assert run.error == "unexpected KeyError: 'bug'"
+    verbose = text_report.render(report, verbose=True)
+    assert "Traceback (most recent call last)" in verbose and "KeyError: 'bug'" in verbose
+    assert "Traceback" not in text_report.render(report)

@@ -19,8 +19,8 @@ from netagent.errors import ConfigError
 from netagent.exporter.collector import NetagentCollector
 from netagent.exporter.neighbours import STATES
 from netagent.exporter.server import HttpServer, make_app, make_registry
-from netagent.exporter.state import AgentState, SourceState
 from netagent.model import CheckResult, KernelVersion, SourceRun, Status
+from netagent.state import AgentState, SourceState
 from tests.unit.exporter_records import HERE, ip_neigh_states, proc_int, snapshot, stat_column_sum
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]

@@ -14,9 +14,9 @@ from prometheus_client import generate_latest
 
 from netagent.config import Config
 from netagent.exporter.server import make_registry
-from netagent.exporter.state import AgentState, SourceState
 from netagent.model import CONNTRACK_EVENTS, ClusterInfo, SourceRun
 from netagent.sources.conntrack import ConntrackSource
+from netagent.state import AgentState, SourceState
 from tests.unit.test_exporter import parse, value
 from tests.unit.test_overlay_check import recorded
 

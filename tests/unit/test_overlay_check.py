@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from netagent.checks import overlay, registry
+from netagent.checks import neighbours, overlay, registry
 from netagent.config import Config
 from netagent.model import (
     ClusterInfo,
@@ -314,6 +314,6 @@ def test_cluster_settings_load_and_wire(tmp_path: Path) -> None:
 def test_cluster_nodes_prefers_the_cluster_reading() -> None:
     config = Config(nodes=41)
     read = Observations(current={"cluster": ClusterInfo(605, "Kubernetes API x")})
-    assert registry.cluster_nodes(read, config) == 605
-    assert registry.cluster_nodes(Observations(current={}), config) == 41
-    assert registry.cluster_nodes(Observations(current={}), Config()) is None
+    assert neighbours.cluster_nodes(read, config) == 605
+    assert neighbours.cluster_nodes(Observations(current={}), config) == 41
+    assert neighbours.cluster_nodes(Observations(current={}), Config()) is None

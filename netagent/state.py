@@ -1,7 +1,9 @@
-"""What the collector reads: the agent's latest state, as one immutable record.
+"""The agent's state, as one immutable record, and what changed between two of them.
 
 The agent replaces the whole record after each collection (one reference assignment, atomic
-under the GIL), so a scrape running in the HTTP thread always sees a consistent round.
+under the GIL), so a scrape running in the HTTP thread, or any other consumer, always sees a
+consistent round. Consumers are told of each new state with the transitions that led to it
+(``Update``).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from netagent.model import CheckResult, SourceRun
+from netagent.model import CheckResult, SourceRun, Status
 
 
 @dataclass(frozen=True)
@@ -39,3 +41,30 @@ class AgentState:
 
     sources: Mapping[str, SourceState] = field(default_factory=dict)
     checks: tuple[CheckResult, ...] = ()
+
+
+@dataclass(frozen=True)
+class SourceTransition:
+    """A source went up or down (``before`` is None at its first collection)."""
+
+    before: SourceRun | None
+    after: SourceRun
+
+
+@dataclass(frozen=True)
+class CheckTransition:
+    """A check changed status (``before`` is None when it first appears)."""
+
+    before: Status | None
+    after: CheckResult
+
+
+Transition = SourceTransition | CheckTransition
+
+
+@dataclass(frozen=True)
+class Update:
+    """A new state and the transitions since the previous update a consumer was given."""
+
+    state: AgentState
+    transitions: tuple[Transition, ...] = ()
