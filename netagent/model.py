@@ -397,7 +397,7 @@ class ClusterInfo:
 
 # --- conntrack ---------------------------------------------------------------------------
 
-# The events exported as netagent_conntrack_events_total{event} (DESIGN.md §3).
+# The events exported as netagent_conntrack_events_total{event} (docs/design.md §3).
 CONNTRACK_EVENTS = ("insert_failed", "drop", "early_drop", "invalid", "clash_resolve",
                     "search_restart")
 

@@ -6,7 +6,7 @@ resolver timeout, k >= 1: a lost UDP packet and glibc's retry), correlated with 
 ``insert_failed`` when the conntrack source was read in the same round; refused, unreachable
 and REFUSED/SERVFAIL resolvers by name. For the node-local cache: does something answer on
 its link-local address, do raw-table NOTRACK rules keep its traffic out of conntrack, does
-kubelet's ``clusterDNS`` point at it.
+kubelet's ``clusterDNS`` point at it. The facts behind it: docs/design.md §2.4.
 """
 
 from __future__ import annotations

@@ -211,7 +211,7 @@ def _delta(before: NeighbourStats | None, after: NeighbourStats, name: str) -> i
 
 
 # A forecast of the count at twice today's cluster size is trusted enough to be sized at 70%
-# of the limit; today's count is sized at the configured headroom (DESIGN.md §2 practice:
+# of the limit; today's count is sized at the configured headroom (docs/design.md §2.6:
 # two forecasts, take the larger).
 FORECAST_RATIO = 0.70
 GROWTH = 2

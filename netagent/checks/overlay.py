@@ -7,6 +7,7 @@ VTEP, with routes per IPAM block. A route whose gateway has no neighbour, or a n
 MAC has no FDB entry, is a subnet this node cannot reach: the device has learning off, so
 nothing fills the gap until the plugin re-adds it. The expected set comes from the nodes'
 annotations when the node list was read, else from the node count (nodes - 1).
+The entries each CNI plugin adds: docs/design.md §2.3.
 
 Also here: ``cluster.nodes``, reported only when the cluster source runs without the overlay
 (the overlay checks carry the node count and where it came from otherwise).

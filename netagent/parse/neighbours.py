@@ -39,7 +39,8 @@ RECENT_TICKS = 5 * USER_HZ
 
 @dataclass(frozen=True)
 class GcRule:
-    """How the running kernel counts entries against gc_thresh and which GC may free."""
+    """How the running kernel counts entries against gc_thresh and which GC may free
+    (docs/design.md §2.1)."""
 
     exempt_permanent_and_external: bool  # Linux >= 5.0
 

@@ -1,7 +1,7 @@
 """rtnetlink messages decoded by hand, for the few fields netagent needs.
 
 pyroute2 decodes every attribute of every message into nested Python objects; on a table of
-50,000 neighbours that costs seconds and hundreds of megabytes (DESIGN.md §2). A neighbour
+50,000 neighbours that costs seconds and hundreds of megabytes (docs/design.md §2.1). A neighbour
 dump needs five fixed header fields and two attributes, so this module reads the raw bytes
 with ``struct`` and strided ``memoryview`` columns and only tallies the entries (no record
 per entry). Layouts are from

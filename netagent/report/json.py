@@ -1,4 +1,4 @@
-"""The ``--json`` contract (DESIGN.md §3): one object, stable keys."""
+"""The ``--json`` contract (docs/design.md §3): one object, stable keys."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The cluster's size, and each node's overlay endpoint, from the Kubernetes API.
+"""The cluster's size, and each node's overlay endpoint, from the Kubernetes API (§2.5 of
+docs/design.md).
 
 What a person would type: ``kubectl get --raw '/api/v1/nodes?limit=1'`` (one node and
 ``remainingItemCount``: the count costs one tiny request) or

@@ -9,7 +9,7 @@ What a person would type, for each VXLAN device (``ip -d link show type vxlan``)
 Only the agent's own network namespace is read (an agent runs with ``hostNetwork``).
 The dumps are decoded by hand (``parse.overlay``) rather than with pyroute2: the FDB, neighbour
 and route dumps hold every interface's entries, and on a node with a large ARP table pyroute2
-decodes all of them into objects (seconds and hundreds of MB at 50,000 entries, DESIGN.md §2)
+decodes all of them into objects (seconds and hundreds of MB at 50,000 entries, docs/design.md §2.1)
 only for the few on the overlay device to be kept.
 """
 

@@ -16,127 +16,18 @@ and time; see ``conntrack -L`` / ``-S`` in the namespace to watch.
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from types import TracebackType
 
+from labkit import workers
 from labkit.netlab import sh
 
 NFT_TABLE = "nalab_conntrack"
 MAX_FLOWS = 60_000  # source ports 1024..61023 on one address; far above any test
 
-# Runs inside the namespace: send argv[1] datagrams, each from its own source port (1024 +
-# i: an ephemeral port could come back after close and reuse a flow), to a listener on
-# 127.0.0.1:65535, for at most argv[2] seconds; prints "<sent> <refused>". A datagram the
-# kernel drops in conntrack (table full) fails with EPERM at sendto().
-_UDP_WORKER = r"""
-import socket, sys, time
-count, limit = int(sys.argv[1]), float(sys.argv[2])
-deadline = time.monotonic() + limit
-srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-srv.bind(("127.0.0.1", 65535))
-sent = refused = 0
-for i in range(count):
-    if time.monotonic() > deadline:
-        break
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        s.bind(("127.0.0.1", 1024 + i))
-        s.sendto(b"netagent-lab", srv.getsockname())
-        sent += 1
-    except PermissionError:
-        refused += 1
-    finally:
-        s.close()
-print(sent, refused, flush=True)
-"""
-
-# Runs inside the namespace: open argv[1] TCP connections to a listener on 127.0.0.1 with
-# data both ways (so each entry is ESTABLISHED and assured), print "ready <n>", then hold
-# them until stdin closes or argv[2] seconds pass.
-_TCP_WORKER = r"""
-import select, socket, sys, time
-count, hold = int(sys.argv[1]), float(sys.argv[2])
-deadline = time.monotonic() + hold
-srv = socket.socket()
-srv.bind(("127.0.0.1", 0))
-srv.listen(4096)
-keep = []
-for _ in range(count):
-    if time.monotonic() > deadline:
-        break
-    c = socket.create_connection(srv.getsockname(), timeout=2)
-    a, _ = srv.accept()
-    c.sendall(b"x"); a.recv(1); a.sendall(b"y"); c.recv(1)
-    keep += [c, a]
-print("ready", len(keep) // 2, flush=True)
-select.select([sys.stdin], [], [], max(0.0, deadline - time.monotonic()))
-"""
 
 
-# Runs inside the namespace: argv[2] rounds (at most argv[3] seconds) in which two threads,
-# released together by a barrier, send the first packet of one new flow to 127.0.0.1.
-# argv[1] "udp": one UDP socket shared by both threads (glibc's A/AAAA pattern), a new
-# socket each round. "tcp": the same hand-made SYN from two raw sockets (TCP port 9, where
-# nothing listens), a new source port each round. Prints the rounds run.
-_RACE_WORKER = r"""
-import os, socket, struct, sys, threading, time
-proto, rounds, limit = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-deadline = time.monotonic() + limit
-srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-srv.bind(("127.0.0.1", 0))
-barrier = threading.Barrier(3, timeout=10)
-shared = {}
 
-def syn(sport):
-    lo = socket.inet_aton("127.0.0.1")
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, 0, 0, 64, socket.IPPROTO_TCP, 0, lo, lo)
-    return ip + struct.pack("!HHIIBBHHH", sport, 9, 1, 0, 5 << 4, 0x02, 65535, 0, 0)
-
-def racer(cpu):
-    # one racer per CPU where there are two: the race needs them to run at the same time
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) > 1:
-        os.sched_setaffinity(0, {cpus[cpu % len(cpus)]})
-    raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
-    try:
-        while True:
-            barrier.wait()
-            if shared.get("stop"):
-                return
-            try:
-                if proto == "udp":
-                    shared["sock"].sendto(b"q", srv.getsockname())
-                else:
-                    raw.sendto(shared["packet"], ("127.0.0.1", 0))
-            except OSError:
-                pass  # the loser of an unresolved clash is dropped: EPERM
-            barrier.wait()
-    except threading.BrokenBarrierError:
-        return
-
-threads = [threading.Thread(target=racer, args=(n,)) for n in range(2)]
-for t in threads:
-    t.start()
-done = 0
-for i in range(rounds):
-    if time.monotonic() > deadline:
-        break
-    if proto == "udp":
-        shared["sock"] = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    else:
-        shared["packet"] = syn(10000 + i % 50000)
-    barrier.wait()
-    barrier.wait()
-    if proto == "udp":
-        shared["sock"].close()
-    done += 1
-shared["stop"] = True
-barrier.wait()
-for t in threads:
-    t.join(timeout=10)
-print(done, flush=True)
-"""
 
 
 def insertion_races(ns: str, proto: str, rounds: int, *, within: float = 20.0) -> int:
@@ -145,8 +36,8 @@ def insertion_races(ns: str, proto: str, rounds: int, *, within: float = 20.0) -
         raise ValueError("proto must be udp or tcp")
     if not 0 < rounds <= MAX_FLOWS:
         raise ValueError(f"rounds must be 1..{MAX_FLOWS}")
-    proc = sh(["ip", "netns", "exec", ns, sys.executable, "-c", _RACE_WORKER, proto,
-               str(rounds), str(within)], timeout=within + 30)
+    worker = workers.command("race", proto, str(rounds), str(within))
+    proc = sh(["ip", "netns", "exec", ns, *worker], timeout=within + 30)
     return int(proc.stdout.split()[0])
 
 
@@ -162,8 +53,8 @@ def udp_flows(ns: str, count: int, *, within: float = 30.0) -> tuple[int, int]:
     """Send ``count`` datagrams from distinct source ports inside ``ns``: (sent, refused)."""
     if not 0 < count <= MAX_FLOWS:
         raise ValueError(f"count must be 1..{MAX_FLOWS}")
-    proc = sh(["ip", "netns", "exec", ns, sys.executable, "-c", _UDP_WORKER, str(count),
-               str(within)], timeout=within + 30)
+    proc = sh(["ip", "netns", "exec", ns, *workers.command("udp-flood", str(count),
+                                                            str(within))], timeout=within + 30)
     sent, refused = proc.stdout.split()
     return int(sent), int(refused)
 
@@ -201,8 +92,8 @@ class TcpHolder:
 
     def __enter__(self) -> TcpHolder:
         self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.ns, sys.executable, "-c", _TCP_WORKER,
-             str(self.connections), str(self.hold)],
+            ["ip", "netns", "exec", self.ns,
+             *workers.command("tcp-hold", str(self.connections), str(self.hold))],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         deadline = time.monotonic() + self.hold
@@ -235,38 +126,8 @@ class TcpHolder:
         self.proc = None
 
 
-# Runs inside the namespace: write the files and tool outputs a conntrack fixture needs
-# under argv[1]. pyroute2's answers are stored as JSON (the decoded message dicts).
-_CAPTURE_WORKER = r"""
-import json, pathlib, shutil, subprocess, sys
-dest = pathlib.Path(sys.argv[1])
-for rel in ("net/stat/nf_conntrack", "sys/net/netfilter/nf_conntrack_count",
-            "sys/net/netfilter/nf_conntrack_max", "sys/net/netfilter/nf_conntrack_buckets",
-            "sys/kernel/osrelease"):
-    target = dest / "proc" / rel
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(pathlib.Path("/proc", rel).read_text())
-for name, args in (("conntrack-S.txt", ["conntrack", "-S"]),
-                   ("conntrack-C.txt", ["conntrack", "-C"])):
-    (dest / name).write_text(subprocess.run(args, capture_output=True, text=True,
-                                            check=True, timeout=30).stdout)
-from pyroute2 import Conntrack, NFCTSocket
-ct = Conntrack()
-try:
-    flat = ct.stat()
-finally:
-    ct.close()
-sock = NFCTSocket()
-try:
-    raw = [{"res_id": m["res_id"], "attrs": [[k, v] for k, v in m["attrs"]]}
-           for m in sock.stat()]
-finally:
-    sock.close()
-(dest / "pyroute2-conntrack-stat.json").write_text(json.dumps(flat, indent=1) + "\n")
-(dest / "pyroute2-nfctsocket-stat.json").write_text(json.dumps(raw, indent=1) + "\n")
-"""
 
 
 def capture(ns: str, dest: str) -> None:
     """Record ``ns``'s conntrack files and ``conntrack -S``/``-C``/pyroute2 answers."""
-    sh(["ip", "netns", "exec", ns, sys.executable, "-c", _CAPTURE_WORKER, dest])
+    sh(["ip", "netns", "exec", ns, *workers.command("capture", dest)])

@@ -22,7 +22,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -30,6 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from labkit import workers
 from labkit.netlab import sh
 
 UNBOUND = "unbound"
@@ -120,14 +120,6 @@ class DnsServer:
     def _wait_ready(self, within: float) -> None:
         """Poll with ``dig``-like queries from inside the namespace until one is answered."""
         deadline = time.monotonic() + within
-        probe = (
-            "import socket,sys\n"
-            "q=bytes.fromhex('123401000001000000000000076578616d706c6503636f6d0000010001')\n"
-            "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.settimeout(0.3)\n"
-            f"s.connect(({self.listen[0]!r},53))\n"
-            "s.send(q)\n"
-            "try:\n  s.recv(512)\nexcept OSError:\n  sys.exit(1)\n"
-        )
         while time.monotonic() < deadline:
             assert self.process is not None
             if self.process.poll() is not None:
@@ -135,8 +127,8 @@ class DnsServer:
                 if self.directory and (self.directory / "unbound.log").exists():
                     err += (self.directory / "unbound.log").read_text()
                 raise RuntimeError(f"unbound exited with {self.process.returncode}: {err}")
-            proc = sh(["ip", "netns", "exec", self.ns, sys.executable, "-c", probe], check=False,
-                      timeout=10)
+            proc = sh(["ip", "netns", "exec", self.ns,
+                       *workers.command("dns-ready", self.listen[0])], check=False, timeout=10)
             if proc.returncode == 0:
                 return
             time.sleep(0.1)

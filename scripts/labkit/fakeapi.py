@@ -69,7 +69,8 @@ class FakeAPI:
     @property
     def url(self) -> str:
         host, port = self.server.server_address[:2]
-        return f"{self.scheme}://{host}:{port}"
+        name = host.decode() if isinstance(host, bytes) else host
+        return f"{self.scheme}://{name}:{port}"
 
     def start(self) -> FakeAPI:
         self._thread.start()

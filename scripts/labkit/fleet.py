@@ -59,9 +59,9 @@ class Fleet:
         """One node running netagent, with every series the fleet view reads."""
         for family, entries, limit in (("ipv4", ipv4, gc_thresh3), ("ipv6", ipv6, 1024)):
             self.add("netagent_neighbour_gc_entries", node, entries, family=family)
-            for level, share in (("1", 8), ("2", 2), ("3", 1)):
+            for level, divisor in (("1", 8), ("2", 2), ("3", 1)):
                 self.add("netagent_neighbour_gc_thresh", node,
-                         _const(limit / share), family=family, level=level)
+                         _const(limit / divisor), family=family, level=level)
             self.add("netagent_neighbour_table_fulls_total", node, lambda t: 0.0,
                      family=family)
         self.add("netagent_conntrack_entries", node, conntrack)
@@ -75,7 +75,8 @@ class Fleet:
         # counts the share of them at or below its bound
         medians = [dns_seconds(t) for t in self.times]
         for le in (*DNS_BUCKETS, math.inf):
-            counts, total = [], 0.0
+            counts: list[float] = []
+            total = 0.0
             for median in medians:
                 share = 1.0 if le == math.inf else _UNIT.cdf(
                     math.log(le / median) / dns_sigma)

@@ -83,7 +83,7 @@ class Lab:
 
     @staticmethod
     def pod_subnet(k: int) -> ipaddress.IPv4Network:
-        return ipaddress.ip_network(f"10.{200 + k // 256}.{k % 256}.0/24")
+        return ipaddress.IPv4Network(f"10.{200 + k // 256}.{k % 256}.0/24")
 
     def add_neighbours(
         self,

@@ -34,7 +34,7 @@ SELF_IP = "192.168.0.1"
 def subnet(k: int) -> ipaddress.IPv4Network:
     """Peer ``k``'s pod /24 (k = 0 is this node): 10.244.0.0/24, 10.244.1.0/24, ..."""
     base = int(ipaddress.IPv4Address("10.244.0.0")) + (k << 8)
-    return ipaddress.ip_network(f"{ipaddress.IPv4Address(base)}/24")
+    return ipaddress.IPv4Network(f"{ipaddress.IPv4Address(base)}/24")
 
 
 def public_ip(k: int) -> str:

@@ -15,18 +15,17 @@ from pathlib import Path
 
 import yaml
 from labkit import dns as labdns
+from labkit import workers
 from labkit.netlab import Lab
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.daemon import AGENT_ENV, free_port, poll, running
 
 SERVER = "10.200.0.1"
-GET = ("import sys, urllib.request\n"
-       "print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())")
 
 
 def scrape_in(ns: str, url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    proc = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", GET, url],
+    proc = subprocess.run(["ip", "netns", "exec", ns, *workers.command("get", url)],
                           capture_output=True, text=True, timeout=30)
     if proc.returncode != 0:
         return {}

@@ -19,43 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from labkit import conntrack
+from labkit import conntrack, workers
 from labkit.netlab import lab, sysctls
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 CONTRACT_KEYS = {"id", "status", "summary", "observed", "limit", "recommendation"}
 EXIT = {"ok": 0, "warning": 1, "critical": 2, "unknown": 3}
-
-# Runs inside the namespace: netagent's own runner with its pause replaced by a handshake,
-# so the test acts exactly between the baseline sample and the collection.
-_SYNCED_CHECK = r"""
-import json, sys
-from netagent import runner
-from netagent.config import Config
-from netagent.report.json import to_dict
-from netagent.wiring import build_sources
-
-def pause(seconds):
-    print("baseline taken", flush=True)
-    sys.stdin.readline()
-
-config = Config()
-report = runner.check_once(build_sources(config, only=["conntrack"]), config,
-                           interval=1.0, sleep=pause)
-print(json.dumps(to_dict(report), default=str), flush=True)
-"""
-
-# Runs inside the namespace: the statistics read both ways.
-_BOTH_PATHS = r"""
-import json
-from netagent.sources.conntrack import ConntrackSource
-procfs = ConntrackSource(stats_from="procfs").collect()
-netlink = ConntrackSource(stats_from="netlink").collect()
-print(json.dumps({"count": procfs.count, "entries": procfs.stats.entries,
-                  "procfs": dict(procfs.stats.counters),
-                  "netlink": dict(netlink.stats.counters)}))
-"""
 
 
 @pytest.fixture
@@ -83,7 +53,7 @@ class SyncedCheck:
 
     def __init__(self, ns: str) -> None:
         self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", ns, sys.executable, "-c", _SYNCED_CHECK],
+            ["ip", "netns", "exec", ns, *workers.command("synced-check")],
             env=ENV, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True)
 
@@ -152,7 +122,7 @@ def test_rates_over_an_interval_from_the_cli(ns: str) -> None:
 def test_netlink_and_procfs_agree_with_conntrack_s(ns: str) -> None:
     conntrack.udp_flows(ns, 100)
     conntrack.insertion_races(ns, "udp", 500, within=10)
-    proc = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", _BOTH_PATHS],
+    proc = subprocess.run(["ip", "netns", "exec", ns, *workers.command("conntrack-both-paths")],
                           env=ENV, capture_output=True, text=True, timeout=60, check=True)
     both = json.loads(proc.stdout)
     tool = conntrack.stats(ns)
@@ -219,12 +189,9 @@ def test_insertion_races_show_as_insert_failed_and_clash_resolve(ns: str) -> Non
 
 def test_netlink_without_cap_net_admin_says_so(ns: str) -> None:
     # setpriv drops CAP_NET_ADMIN for the child even though it runs as root
-    code = ("from netagent.sources.conntrack import ConntrackSource\n"
-            "obs = ConntrackSource(stats_from='netlink').collect()\n"
-            "print(obs.stats is None, obs.count is not None, obs.problems.get('stats'))\n")
     proc = subprocess.run(
         ["ip", "netns", "exec", ns, "setpriv", "--bounding-set", "-net_admin",
-         "--inh-caps", "-net_admin", "--", sys.executable, "-c", code],
+         "--inh-caps", "-net_admin", "--", *workers.command("conntrack-netlink")],
         env=ENV, capture_output=True, text=True, timeout=60, check=True)
     assert proc.stdout.split(maxsplit=2) == [
         "True", "True", "conntrack statistics over netlink need CAP_NET_ADMIN\n"]
