@@ -219,6 +219,16 @@ def conntrack_netlink(argv: Sequence[str]) -> None:
     print(obs.stats is None, obs.count is not None, obs.problems.get("stats"))
 
 
+def write_sysctl(argv: Sequence[str]) -> None:
+    """netagent's executor writing argv[1] to sysctl argv[0] under /proc/sys; prints the
+    outcome as JSON."""
+    from netagent.remediation.executor import sysctl_path, write_value
+
+    key, value = argv[0], int(argv[1])
+    outcome = write_value(sysctl_path(pathlib.Path("/proc/sys"), key), value, key=key)
+    print(json.dumps(outcome.__dict__))
+
+
 # --- DNS and HTTP ---------------------------------------------------------------------------
 
 # An A query for example.com (id 0x1234, recursion desired).
@@ -260,7 +270,8 @@ def timed_get(argv: Sequence[str]) -> None:
 WORKERS: dict[str, Callable[[Sequence[str]], None]] = {
     "udp-flood": udp_flood, "tcp-hold": tcp_hold, "race": race, "capture": capture,
     "synced-check": synced_check, "conntrack-both-paths": conntrack_both_paths,
-    "conntrack-netlink": conntrack_netlink, "dns-ready": dns_ready, "get": get,
+    "conntrack-netlink": conntrack_netlink, "write-sysctl": write_sysctl,
+    "dns-ready": dns_ready, "get": get,
     "timed-get": timed_get,
 }
 
