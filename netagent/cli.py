@@ -176,6 +176,61 @@ def fleet(url: str, as_json: bool, window: str, horizon: str, alpha: float, sele
     sys.exit(int(report.status))
 
 
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@config_option
+@click.option("--apply", "do_apply", is_flag=True, help="Act, then print the outcomes.")
+@click.option("--rollback", is_flag=True,
+              help="Restore every original value netagent changed, remove its nft table "
+                   "and its persisted file.")
+@click.option("--interval", type=click.FloatRange(0, 3600), default=None, callback=_finite,
+              help="Seconds between the two samples (is the kernel refusing entries now?) "
+                   "[default: 2].")
+def remediate(as_json: bool, config: str | None, do_apply: bool, rollback: bool,
+              interval: float | None) -> None:
+    """Raise the limits before a table is full: the plan, or with --apply the changes.
+
+    Dry-run by default. Exit status: the plan 0 when nothing is needed, 1 when changes are
+    pending; --apply and --rollback 0 when every action succeeded, 2 when one failed.
+    """
+    import time
+
+    from netagent import __version__ as version
+    from netagent import runner
+    from netagent.remediation import executor, plan, render
+    from netagent.sources import sysctl
+    from netagent.wiring import build_sources
+
+    if do_apply and rollback:
+        raise click.UsageError("--apply and --rollback are exclusive")
+    settings = _config(config, interval=interval)
+    r = settings.remediation
+    journal = sysctl.read_journal(r)
+    if rollback:
+        outcomes, _ = executor.rollback(journal, r, now=time.time(), version=version)
+        failed = any(o.result == "failed" for o in outcomes)
+        if as_json:
+            click.echo(render.as_json(plan.Plan(), outcomes))
+        else:
+            click.echo(render.text(plan.Plan(), outcomes, applied=True)
+                       if outcomes else "nothing to roll back")
+        sys.exit(2 if failed else 0)
+    sources = build_sources(settings, only=["neighbours", "conntrack", "dns"])
+    obs, _runs = runner.observe(sources, interval=settings.interval)
+    facts = sysctl.read_facts(r, now=time.time())
+    the_plan = plan.plan(obs, facts, journal, settings)
+    result = None
+    if do_apply:
+        result, _ = executor.apply(the_plan, journal, r, now=facts.now, version=version)
+    if as_json:
+        click.echo(render.as_json(the_plan, result))
+    else:
+        click.echo(render.text(the_plan, result, applied=do_apply))
+    if do_apply:
+        sys.exit(2 if any(o.result == "failed" for o in result or ()) else 0)
+    sys.exit(1 if the_plan.pending else 0)
+
+
 def _validate_kubeconfig(settings: Config, sources: Mapping[str, Any]) -> None:
     """A kubeconfig named on the command line or in the configuration that cannot be used
     is a usage error (exit 3, one line), not a check result."""

@@ -116,6 +116,43 @@ class DnsConfig:
     nodelocal_timeout_seconds: float = 0.3
 
 
+# The keys remediation may manage: the neighbour thresholds of both families, conntrack's
+# limit, and its hash size (a module parameter, named here as nf_conntrack.hashsize).
+NEIGHBOUR_KEYS = tuple(f"net.{family}.neigh.default.gc_thresh{level}"
+                       for family in ("ipv4", "ipv6") for level in (1, 2, 3))
+CONNTRACK_MAX = "net.netfilter.nf_conntrack_max"
+HASHSIZE = "nf_conntrack.hashsize"
+MANAGED_KEYS = (*NEIGHBOUR_KEYS, CONNTRACK_MAX, HASHSIZE)
+REMEDIATION_MODES = ("off", "dry-run", "apply")
+PERSIST_FILE = "90-netagent.conf"  # in remediation.persist_dir
+
+
+@dataclass(frozen=True)
+class RemediationConfig:
+    """The `remediation:` section: raising limits before a table is full (docs/design.md
+    §4.6). Off by default; `netagent run --remediate` is `mode: apply`."""
+
+    mode: str = "off"  # off | dry-run | apply
+    trigger_ratio: float = 0.70  # act once a table holds this share of its limit
+    horizon_seconds: float = 3600.0  # or once a forecast says it is full within this
+    cooldown_seconds: float = 300.0  # at most one change per key per this, unless refusing
+    # Default ceilings: a table's worst case at most this share of MemTotal (an IPv4/IPv6
+    # neighbour entry is 512 bytes of slab, a conntrack entry 320: measured, see the README).
+    memory_share: float = 0.02
+    ceilings: tuple[str, ...] = ()  # "KEY=VALUE", overriding the memory-based ceiling
+    exclude: tuple[str, ...] = ()  # keys never touched
+    take_over: tuple[str, ...] = ()  # keys handed to netagent though set elsewhere
+    notrack: bool = True  # restore node-local DNS NOTRACK rules when they are missing
+    sysctl_root: str = "/proc/sys"  # the DaemonSet mounts the host's at /host/proc/sys
+    module_root: str = "/sys/module"
+    persist_dir: str = "/etc/sysctl.d"  # 90-netagent.conf goes here
+    sysctl_conf: str = "/etc/sysctl.conf"  # the administrator's file besides persist_dir
+    state_dir: str = "/var/lib/netagent"  # journal.json goes here
+
+    def ceiling_overrides(self) -> dict[str, int]:
+        return {k: int(v) for k, _, v in (c.partition("=") for c in self.ceilings)}
+
+
 @dataclass(frozen=True)
 class Config:
     interval: float = 2.0  # seconds between the two samples taken by `netagent check`
@@ -124,6 +161,7 @@ class Config:
     agent: AgentSettings = field(default_factory=AgentSettings)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     dns: DnsConfig = field(default_factory=DnsConfig)
+    remediation: RemediationConfig = field(default_factory=RemediationConfig)
 
 
 # The largest cluster netagent sizes for: far above Kubernetes' tested 5,000 nodes, and the
@@ -139,6 +177,10 @@ _RANGES: dict[str, tuple[float, float]] = {
     "thresholds.neighbour.critical_ratio": (0.01, 1.0),
     "thresholds.neighbour.headroom_ratio": (0.05, 0.95),
     "agent.jitter": (0, 0.5),
+    "remediation.trigger_ratio": (0.05, 0.95),
+    "remediation.horizon_seconds": (0, 7 * 86400),
+    "remediation.cooldown_seconds": (0, 86400),
+    "remediation.memory_share": (0.001, 0.5),
     **{f"agent.intervals.{spec.name}": spec.interval_range for spec in catalog.SOURCES},
     "cluster.api_timeout_seconds": (0.1, 300),
     "cluster.poll_seconds": (10, 86400),
@@ -301,6 +343,19 @@ def _cross_checks(config: Config, *, where: str) -> None:
         parse_listen(config.agent.listen)
     except ConfigError as err:
         raise ConfigError(f"{where}: 'agent.listen': {err}") from err
+    r = config.remediation
+    if r.mode not in REMEDIATION_MODES:
+        raise ConfigError(f"{where}: 'remediation.mode' must be one of "
+                          f"{', '.join(REMEDIATION_MODES)}, not {shorten(r.mode)}")
+    for key in (*r.exclude, *r.take_over):
+        if key not in MANAGED_KEYS:
+            raise ConfigError(f"{where}: 'remediation' names {shorten(key)}, which netagent "
+                              f"does not manage (it manages {', '.join(MANAGED_KEYS)})")
+    for item in r.ceilings:
+        key, eq, value = item.partition("=")
+        if key not in MANAGED_KEYS or not eq or not value.isdigit() or int(value) < 1:
+            raise ConfigError(f"{where}: 'remediation.ceilings': {shorten(item)} is not "
+                              "KEY=VALUE with a managed key and a positive integer")
     n = config.thresholds.neighbour
     if n.warning_ratio >= n.critical_ratio:
         raise ConfigError(f"{where}: 'thresholds.neighbour.warning_ratio' ({n.warning_ratio}) "

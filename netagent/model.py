@@ -631,3 +631,53 @@ class DnsObservation:
     duration: float
     budget_seconds: float
     problems: Mapping[str, str] = field(default_factory=dict)
+
+
+# --- remediation: netagent's own journal, and the node as the planner sees it -----------------
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    """A key netagent wrote: its value before the first write (what rollback restores), the
+    value netagent wrote last and when (a different value later means someone else wrote)."""
+
+    original: int | None
+    written: int
+    at: float  # unix seconds
+
+
+@dataclass(frozen=True)
+class ActionRecord:
+    at: float
+    key: str
+    old: int | None
+    new: int
+    result: str  # applied | failed | refused
+    reason: str
+
+
+@dataclass(frozen=True)
+class Journal:
+    """``<state_dir>/journal.json``: what netagent changed, and the keys it left alone."""
+
+    keys: Mapping[str, KeyRecord] = field(default_factory=dict)
+    released: Mapping[str, str] = field(default_factory=dict)  # key -> why left alone
+    notrack: str | None = None  # the address netagent's nft table covers
+    actions: tuple[ActionRecord, ...] = ()
+
+
+@dataclass(frozen=True)
+class NodeFacts:
+    """The node as the remediation planner sees it."""
+
+    values: Mapping[str, int | None]  # every managed key -> its value (None: absent)
+    set_in_files: Mapping[str, str]  # key -> the administrator's file that sets it
+    mem_total_bytes: int | None
+    hashsize_writable: bool
+    now: float  # unix seconds
+
+    @property
+    def initial_namespace(self) -> bool:
+        """The neighbour thresholds exist only in the initial network namespace."""
+        return self.values.get("net.ipv4.neigh.default.gc_thresh3") is not None
+

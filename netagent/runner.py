@@ -49,6 +49,21 @@ def baseline(sources: Mapping[str, Source]) -> dict[str, Any]:
     return out
 
 
+def observe(
+    sources: Mapping[str, Source],
+    *,
+    interval: float,
+    sleep: Callable[[float], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> tuple[Observations, list[SourceRun]]:
+    """A baseline sample, a pause of ``interval`` seconds, then a full collection."""
+    before = baseline(sources) if interval > 0 else {}
+    if interval > 0:
+        (sleep or time.sleep)(interval)
+    current, errors, runs = collect(sources, clock=clock)
+    return Observations(current=current, baseline=before, errors=errors), runs
+
+
 def check_once(
     sources: Mapping[str, Source],
     config: Config,
@@ -58,11 +73,7 @@ def check_once(
     clock: Callable[[], float] = time.monotonic,
     node: str | None = None,
 ) -> Report:
-    before = baseline(sources) if interval > 0 else {}
-    if interval > 0:
-        (sleep or time.sleep)(interval)
-    current, errors, runs = collect(sources, clock=clock)
-    obs = Observations(current=current, baseline=before, errors=errors)
+    obs, runs = observe(sources, interval=interval, sleep=sleep, clock=clock)
     checks = registry.evaluate(obs, config, sources=list(sources))
     return Report(
         node=node or os.environ.get("NODE_NAME") or socket.gethostname(),

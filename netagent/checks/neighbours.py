@@ -59,6 +59,23 @@ def evaluate(obs: Observations, thresholds: NeighbourThresholds, *,
     return results
 
 
+def count_bounds(obs: NeighbourObservation, stats: NeighbourStats) -> tuple[int, int, bool]:
+    """(low, high, exact): the figure the kernel compares with gc_thresh3, or bounds on it.
+    Sizing (the check's fix and the planner) uses ``high``."""
+    table = obs.table
+    if not GcRule.for_kernel(obs.kernel).exempt_permanent_and_external:
+        # Before 5.0 every entry counts, and the stat file's global `entries` is that count.
+        return stats.entries, stats.entries, True
+    if table is not None and (table.exact or table.total == stats.entries):
+        # Every namespace was read, or some process could not be inspected but the entries
+        # read add up to the kernel's own global total: nothing is hidden either way.
+        return table.counted, table.counted, True
+    # Unread namespaces hide entries: what was read is a floor, and the global `entries`
+    # (every entry, PERMANENT included) is a ceiling.
+    low = table.counted if table is not None else 0
+    return low, max(stats.entries, low), False
+
+
 def _status_of(count: int, *, gc_thresh2: int, gc_thresh3: int,
                t: NeighbourThresholds) -> Status:
     ratio = count / gc_thresh3 if gc_thresh3 else 1.0
@@ -101,23 +118,8 @@ def check_family(
         "unresolved_discards_since_boot": stats.get("unresolved_discards"),
     }
 
-    # The figure the kernel compares with gc_thresh3, or bounds on it.
     table = obs.table
-    if not rule.exempt_permanent_and_external:
-        # Before 5.0 every entry counts, and the stat file's global `entries` is that count.
-        low = high = stats.entries
-        exact = True
-    elif table is not None and (table.exact or table.total == stats.entries):
-        # Every namespace was read, or some process could not be inspected but the entries
-        # read add up to the kernel's own global total: nothing is hidden either way.
-        low = high = table.counted
-        exact = True
-    else:
-        # Unread namespaces hide entries: what was read is a floor, and the global
-        # `entries` (every entry, PERMANENT included) is a ceiling.
-        low = table.counted if table is not None else 0
-        high = max(stats.entries, low)
-        exact = False
+    low, high, exact = count_bounds(obs, stats)
     evidence["counted"] = low if exact else {"at_least": low, "at_most": high}
     evidence["exact"] = exact
 

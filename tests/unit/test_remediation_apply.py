@@ -1,0 +1,126 @@
+"""The executor carrying out plans on a sysctl tree in a temporary directory: the journal,
+the persisted file, rollback, and failures as outcomes."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from netagent.config import RemediationConfig
+from netagent.model import Journal
+from netagent.parse.journal import parse_journal
+from netagent.remediation import executor
+from netagent.remediation.plan import Action, Elsewhere, NotrackAction, Plan
+from netagent.sources import sysctl
+
+V4 = "net.ipv4.neigh.default.gc_thresh"
+
+
+def tree(tmp_path: Path) -> RemediationConfig:
+    r = RemediationConfig(sysctl_root=str(tmp_path / "proc/sys"),
+                          module_root=str(tmp_path / "sys/module"),
+                          persist_dir=str(tmp_path / "sysctl.d"),
+                          state_dir=str(tmp_path / "state"),
+                          sysctl_conf=str(tmp_path / "sysctl.conf"))
+    for key, value in ((f"{V4}1", 128), (f"{V4}2", 512), (f"{V4}3", 1024)):
+        path = sysctl.key_path(r, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"{value}\n")
+    Path(r.persist_dir).mkdir()
+    return r
+
+
+def raise_plan() -> Plan:
+    return Plan(actions=(Action(f"{V4}3", 1024, 2048, "test"), Action(f"{V4}2", 512, 1024,
+                                                                       "test")))
+
+
+def value(r: RemediationConfig, key: str) -> int | None:
+    return sysctl.read_value(sysctl.key_path(r, key))
+
+
+def test_apply_persists_journals_and_rolls_back(tmp_path: Path) -> None:
+    r = tree(tmp_path)
+    outcomes, journal = executor.apply(raise_plan(), Journal(), r, now=100.0, version="t")
+    assert [o.result for o in outcomes] == ["applied", "applied"]
+    assert (value(r, f"{V4}3"), value(r, f"{V4}2")) == (2048, 1024)
+    persisted = Path(r.persist_dir, "90-netagent.conf").read_text()
+    assert persisted.startswith("# Written by netagent t (remediation)")
+    assert f"{V4}3 = 2048\n" in persisted and f"{V4}2 = 1024\n" in persisted
+    on_disk = parse_journal(Path(r.state_dir, "journal.json").read_text())
+    assert on_disk == journal
+    assert on_disk.keys[f"{V4}3"].original == 1024 and on_disk.keys[f"{V4}3"].written == 2048
+    # a second raise keeps the first original
+    _, journal = executor.apply(Plan(actions=(Action(f"{V4}3", 2048, 4096, "again"),)),
+                                journal, r, now=500.0, version="t")
+    assert journal.keys[f"{V4}3"].original == 1024
+
+    outcomes, left = executor.rollback(journal, r, now=900.0, version="t")
+    assert (value(r, f"{V4}3"), value(r, f"{V4}2")) == (1024, 512)
+    assert not Path(r.persist_dir, "90-netagent.conf").exists()
+    assert left.keys == {} and all(o.result == "applied" for o in outcomes)
+    again, _ = executor.rollback(parse_journal(Path(r.state_dir, "journal.json").read_text()),
+                                 r, now=901.0, version="t")
+    assert again == []  # nothing left to do
+
+
+def test_rollback_leaves_a_value_the_administrator_changed(tmp_path: Path) -> None:
+    r = tree(tmp_path)
+    _, journal = executor.apply(raise_plan(), Journal(), r, now=100.0, version="t")
+    sysctl.key_path(r, f"{V4}3").write_text("8192\n")  # the administrator
+    outcomes, _ = executor.rollback(journal, r, now=200.0, version="t")
+    assert value(r, f"{V4}3") == 8192 and value(r, f"{V4}2") == 512
+    (skipped,) = [o for o in outcomes if o.key == f"{V4}3"]
+    assert skipped.result == "skipped" and "left alone: 8192" in skipped.reason
+
+
+def test_a_released_key_leaves_the_journal(tmp_path: Path) -> None:
+    r = tree(tmp_path)
+    _, journal = executor.apply(raise_plan(), Journal(), r, now=100.0, version="t")
+    plan = Plan(elsewhere=(Elsewhere(f"{V4}3", "changed to 8192 after netagent wrote 2048",
+                                     True),))
+    _, journal = executor.apply(plan, journal, r, now=200.0, version="t")
+    assert f"{V4}3" not in journal.keys and f"{V4}3" in journal.released
+    assert f"{V4}3 =" not in Path(r.persist_dir, "90-netagent.conf").read_text()
+
+
+def test_failures_are_outcomes(tmp_path: Path) -> None:
+    r = tree(tmp_path)
+    plan = Plan(actions=(Action("net.ipv4.neigh.default.gc_thresh9", 1, 2, "test"),))
+    outcomes, journal = executor.apply(plan, Journal(), r, now=1.0, version="t")
+    assert outcomes[0].result == "failed" and "no such key" in outcomes[0].reason
+    assert journal.keys == {} and journal.actions[0].result == "failed"
+    # a state directory that cannot be made
+    blocked = RemediationConfig(sysctl_root=r.sysctl_root, persist_dir=r.persist_dir,
+                                state_dir=str(tmp_path / "sysctl.d" / "90-netagent.conf"
+                                              / "x"))
+    Path(r.persist_dir, "90-netagent.conf").write_text("")
+    outcomes, _ = executor.apply(raise_plan(), Journal(), blocked, now=1.0, version="t")
+    assert outcomes[-1].result == "failed" and "journal.json" in outcomes[-1].key
+
+
+def test_notrack_goes_through_nft_in_one_transaction(tmp_path: Path) -> None:
+    r = tree(tmp_path)
+    calls: list[str] = []
+
+    def run(args: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
+        assert args == ["nft", "-f", "-"]
+        calls.append(kw["input"])
+        return subprocess.CompletedProcess(args, 0, "", "")
+
+    add = Plan(notrack=(NotrackAction("169.254.20.10", True, "missing"),))
+    outcomes, journal = executor.apply(add, Journal(), r, now=1.0, version="t", run=run)
+    assert outcomes[0].ok and journal.notrack == "169.254.20.10"
+    script = calls[0]
+    assert script.startswith("table inet netagent\ndelete table inet netagent\n")
+    assert script.count("notrack") == 6 and "accept" not in script
+    _, left = executor.rollback(journal, r, now=2.0, version="t", run=run)
+    assert left.notrack is None and calls[-1].endswith("delete table inet netagent\n")
+
+    def refuse(args: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
+        return subprocess.CompletedProcess(args, 1, "", "Error: Could not process rule")
+
+    outcomes, journal = executor.apply(add, Journal(), r, now=3.0, version="t", run=refuse)
+    assert outcomes[0].result == "failed" and "Could not process rule" in outcomes[0].reason
+    assert journal.notrack is None
