@@ -41,6 +41,7 @@ from netagent.sources import Source, run_source
 from netagent.state import (
     AgentState,
     CheckTransition,
+    RemediationStatus,
     SourceState,
     SourceTransition,
     Transition,
@@ -191,7 +192,8 @@ class Agent:
             transitions.append(SourceTransition(was.run if was else None, run))
         sources = dict(self._state.sources)
         sources[name] = SourceState(name=name, run=run, observation=observation,
-                                    totals=self._totals.get(name))
+                                    totals=self._totals.get(name),
+                                    baseline=self._previous.get(name))
         checks = self._evaluate(sources, changed=name)
         old = {c.id: c.status for c in self._state.checks}
         transitions.extend(CheckTransition(old.get(c.id), c) for c in checks
@@ -371,10 +373,108 @@ class LogConsumer:
                        "to": check.status.label, "summary": check.summary})
 
 
+class RemediationConsumer:
+    """Plans after every update and, in ``apply`` mode, acts (``netagent.remediation``).
+
+    It runs in its own thread, so a slow write or a failing one never delays a collection;
+    every failure is an outcome, logged, counted in ``netagent_remediation_actions_total``,
+    and monitoring carries on. In ``dry-run`` it logs what it would do, once per plan.
+    """
+
+    name = "remediation"
+
+    def __init__(self, config: Config, *, now: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.mode = config.remediation.mode
+        self.now = now
+        self._status = RemediationStatus(mode=self.mode)
+        self._actions: dict[tuple[str, str], int] = {}
+        self._refused: set[tuple[str, str]] = set()
+        self._said: str = ""
+        self._errors: set[str] = set()
+
+    def status(self) -> RemediationStatus:
+        return self._status
+
+    def consume(self, update: Update) -> None:
+        from netagent import __version__ as version
+        from netagent.remediation import executor, plan
+        from netagent.sources import sysctl
+
+        r = self.config.remediation
+        sources = update.state.sources
+        obs = Observations(
+            current={n: s.observation for n, s in sources.items() if s.up},
+            baseline={n: s.baseline for n, s in sources.items()
+                      if s.up and s.baseline is not None})
+        try:
+            journal = sysctl.read_journal(r)
+        except NetagentError as err:
+            self._error(f"remediation stopped: {err}")
+            return
+        facts = sysctl.read_facts(r, now=self.now())
+        the_plan = plan.plan(obs, facts, journal, self.config)
+        for e in the_plan.elsewhere:
+            if e.new:
+                log.warning("remediation: %s is managed elsewhere (%s); netagent leaves it "
+                            "alone", e.key, e.why,
+                            extra={"event": "remediation_released", "key": e.key,
+                                   "error": e.why})
+        refused = {(x.key, x.reason) for x in the_plan.refusals if x.ceiling
+                   or x.reason.startswith("conntrack limits")}
+        for key, reason in sorted(refused - self._refused):
+            self._actions[(key, "refused")] = self._actions.get((key, "refused"), 0) + 1
+            log.error("remediation refused %s: %s", key, reason,
+                      extra={"event": "remediation_refused", "key": key, "error": reason})
+        self._refused = refused
+        values = dict(facts.values)
+        if self.mode == "apply" and (the_plan.pending or any(e.new for e in the_plan.elsewhere)
+                                     or any(x.ceiling for x in the_plan.refusals)):
+            outcomes, journal = executor.apply(the_plan, journal, r, now=facts.now,
+                                               version=version)
+            for o in outcomes:
+                self._log_outcome(o, the_plan)
+                if o.key in values or o.key.startswith("nftables:"):
+                    self._actions[(o.key, o.result)] = self._actions.get((o.key, o.result),
+                                                                         0) + 1
+                if o.ok and o.key in values:
+                    values[o.key] = o.after
+        elif self.mode == "dry-run" and the_plan.pending:
+            said = "; ".join(f"{a.key} {a.current} -> {a.target}" for a in the_plan.actions)
+            said += "".join(f"; NOTRACK {'add' if n.add else 'remove'} {n.address}"
+                            for n in the_plan.notrack)
+            if said != self._said:
+                log.info("remediation (dry-run) would change: %s", said,
+                         extra={"event": "remediation_plan", "summary": said})
+            self._said = said
+        elsewhere = {e.key for e in the_plan.elsewhere}
+        self._status = RemediationStatus(
+            mode=self.mode, actions=dict(self._actions),
+            managed={k: k not in elsewhere for k in values}, values=values,
+            at_ceiling=frozenset(x.key for x in the_plan.refusals if x.ceiling))
+
+    def _log_outcome(self, o: Any, the_plan: Any) -> None:
+        reason = next((a.reason for a in the_plan.actions if a.key == o.key), o.reason)
+        if o.ok:
+            log.warning("remediation: %s %s -> %s (%s)", o.key,
+                        "" if o.before is None else o.before, o.target, reason,
+                        extra={"event": "remediation_applied", "key": o.key,
+                               "from": o.before, "to": o.target, "summary": reason})
+        else:
+            log.error("remediation failed: %s -> %s: %s", o.key, o.target, o.reason,
+                      extra={"event": "remediation_failed", "key": o.key,
+                             "to": o.target, "error": o.reason})
+
+    def _error(self, message: str) -> None:
+        if message not in self._errors:
+            self._errors.add(message)
+            log.error(message, extra={"event": "remediation_error", "error": message})
+
+
 # -- logging ---------------------------------------------------------------------------
 
 _EXTRA_KEYS = ("event", "source", "check", "from", "to", "error", "duration_seconds",
-               "summary", "listen", "version")
+               "summary", "listen", "version", "key")
 
 
 class JsonFormatter(logging.Formatter):
@@ -420,9 +520,13 @@ def serve(config: Config, *, listen: str | None = None) -> None:
     """
     host, port = parse_listen(listen or config.agent.listen)
     sources = build_sources(config)
-    agent = Agent(sources, config)
-    server = HttpServer(make_app(make_registry(agent.state, config=config), ready=agent.ready),
-                        host=host, port=port)
+    remediation = (RemediationConsumer(config) if config.remediation.mode != "off"
+                   else None)
+    agent = Agent(sources, config,
+                  consumers=[LogConsumer(), *([remediation] if remediation else [])])
+    registry = make_registry(agent.state, config=config,
+                             remediation=remediation.status if remediation else None)
+    server = HttpServer(make_app(registry, ready=agent.ready), host=host, port=port)
 
     # The handler only records the signal. Setting the agent's Event from a handler could
     # deadlock: the handler runs in the main thread, possibly while it holds that Event's

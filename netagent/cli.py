@@ -95,7 +95,9 @@ def check(as_json: bool, only: Sequence[str], config: str | None,
 @config_option
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
               show_default=True, help="One log line per state change, as text or JSON.")
-def run(listen: str | None, config: str | None, log_format: str) -> None:
+@click.option("--remediate", is_flag=True,
+              help="Raise limits before a table is full (remediation.mode: apply).")
+def run(listen: str | None, config: str | None, log_format: str, remediate: bool) -> None:
     """Run as a daemon: collect on a schedule and serve Prometheus metrics.
 
     Stops cleanly on SIGTERM or SIGINT. See it work with `curl -s localhost:9465/metrics`.
@@ -103,6 +105,11 @@ def run(listen: str | None, config: str | None, log_format: str) -> None:
     from netagent import agent
 
     settings = _config(config)
+    if remediate:
+        import dataclasses
+
+        settings = dataclasses.replace(settings, remediation=dataclasses.replace(
+            settings.remediation, mode="apply"))
     agent.setup_logging(log_format)
     agent.serve(settings, listen=listen)
 

@@ -29,6 +29,7 @@ class SourceState:
     run: SourceRun
     observation: Any = None
     totals: Any = None
+    baseline: Any = None  # the successful observation before the latest one, for rates
 
     @property
     def up(self) -> bool:
@@ -68,3 +69,15 @@ class Update:
 
     state: AgentState
     transitions: tuple[Transition, ...] = ()
+
+
+@dataclass(frozen=True)
+class RemediationStatus:
+    """What remediation exports: its mode, its actions so far, which keys it manages, the
+    values of every key it may manage, and the keys at their ceiling."""
+
+    mode: str
+    actions: Mapping[tuple[str, str], int] = field(default_factory=dict)  # (key, result)
+    managed: Mapping[str, bool] = field(default_factory=dict)
+    values: Mapping[str, int | None] = field(default_factory=dict)
+    at_ceiling: frozenset[str] = frozenset()

@@ -24,7 +24,8 @@ from prometheus_client import CollectorRegistry, ProcessCollector, make_wsgi_app
 from netagent.config import Config
 from netagent.errors import ConfigError
 from netagent.exporter.collector import NetagentCollector
-from netagent.state import AgentState
+from netagent.exporter.remediation import RemediationCollector
+from netagent.state import AgentState, RemediationStatus
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +33,14 @@ StartResponse = Callable[..., Any]
 Environ = dict[str, Any]
 
 
-def make_registry(latest: Callable[[], AgentState], *, config: Config | None = None
+def make_registry(latest: Callable[[], AgentState], *, config: Config | None = None,
+                  remediation: Callable[[], RemediationStatus | None] | None = None
                   ) -> CollectorRegistry:
     """Our collector plus the standard ``process_*`` series (RSS, CPU, open fds)."""
     registry = CollectorRegistry()
     registry.register(NetagentCollector(latest, config=config))
+    if remediation is not None:
+        registry.register(RemediationCollector(remediation))
     ProcessCollector(registry=registry)
     return registry
 

@@ -25,6 +25,7 @@ from netagent.config import PERSIST_FILE, RemediationConfig
 from netagent.model import ActionRecord, Journal, KeyRecord
 from netagent.remediation.journal import journal_text, persisted_text, with_actions
 from netagent.remediation.plan import Plan
+from netagent.sources import program
 from netagent.sources.sysctl import JOURNAL, key_path, read_value
 
 Runner = Callable[..., Any]
@@ -282,7 +283,7 @@ def nft_remove(*, run: Runner = subprocess.run) -> Outcome:
 def _nft(script: str, *, target: int, what: str, run: Runner) -> Outcome:
     key = f"nftables:{NFT_TABLE}"
     try:
-        proc = run([NFT, "-f", "-"], input=script, capture_output=True, text=True, timeout=30)
+        proc = run([program(NFT), "-f", "-"], input=script, capture_output=True, text=True, timeout=30)
     except FileNotFoundError:
         return Outcome(key, target, None, None, "failed", "nft is not installed")
     except (OSError, subprocess.SubprocessError) as err:

@@ -217,14 +217,16 @@ class _Rules:
     def ceiling(self, key: str) -> int | None:
         if key in self.overrides:
             return self.overrides[key]
+        if key.startswith("net.ipv") and not key.endswith("3"):
+            # gc_thresh1/2 keep the 1:4:8 scaling under gc_thresh3's ceiling
+            top = self.ceiling(key[:-1] + "3")
+            return None if top is None else top // (2 if key.endswith("2") else 8)
         mem = self.facts.mem_total_bytes
         if not mem:
             return None
         share = self.r.memory_share * mem
         if key.startswith("net.ipv"):
-            top = int(share // ENTRY_BYTES["neighbour"])
-            level = key[-1]
-            return {"3": top, "2": top // 2, "1": top // 8}[level]
+            return int(share // ENTRY_BYTES["neighbour"])
         top = int(share // ENTRY_BYTES["conntrack"])
         return top // 4 if key == HASHSIZE else top
 

@@ -10,6 +10,8 @@ Nothing here decides whether a value is good or bad: that is ``netagent.checks``
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 import traceback
 from collections.abc import Callable
@@ -64,3 +66,17 @@ def run_source(name: str, source: Source, *,
         return Collected(run, None, None if expected else err)
     return Collected(SourceRun(name=name, ok=True,
                                duration_seconds=round(clock() - start, 6)), observation)
+
+
+def program(name: str) -> str:
+    """The path of a system program: on PATH, else in the sbin directories (a DaemonSet's or
+    a cron job's PATH often lacks them); the bare name when nowhere, so that running it
+    fails with FileNotFoundError and the caller says it is missing."""
+    found = shutil.which(name)
+    if found:
+        return found
+    for directory in ("/usr/sbin", "/sbin", "/usr/bin", "/bin"):
+        path = os.path.join(directory, name)
+        if os.access(path, os.X_OK):
+            return path
+    return name

@@ -65,6 +65,7 @@ from netagent.model import (
 from netagent.parse.kubelet import parse_kubelet_config
 from netagent.parse.nftables import parse_notrack_rules
 from netagent.parse.resolv import parse_resolv_conf
+from netagent.sources import program
 
 PORT = 53
 GLIBC_DEFAULT_NAMESERVER = "127.0.0.1"
@@ -185,7 +186,7 @@ class DnsSource:
 
     def notrack_rules(self) -> tuple[tuple[NotrackRule, ...] | None, str | None]:
         try:
-            code, out, err = self.run(NFT_LIST)
+            code, out, err = self.run((program("nft"), *NFT_LIST[1:]))
         except FileNotFoundError:
             return None, "nft is not installed (Debian/Ubuntu package 'nftables')"
         except (OSError, subprocess.SubprocessError) as exc:

@@ -119,6 +119,18 @@ class Lab:
         added = self.count_neighbours(ns=ns, family=family) - before
         return added, count - added
 
+    def touch_neighbours(self, count: int, *, state: str, ns: str | None = None,
+                         dev: str = "vpod0") -> None:
+        """Change the state of the first ``count`` IPv4 entries ``add_neighbours`` made:
+        that moves their ``updated`` time (a no-op replace does not), so forced GC, which
+        frees only entries not updated for 5 s, cannot free them."""
+        base = int(ipaddress.IPv4Address("172.16.0.0"))
+        lines = [f"neigh change {ipaddress.IPv4Address(base + i)} lladdr {mac_for(i + 1)} "
+                 f"dev {dev} nud {state}" for i in range(count)]
+        if lines:
+            sh(["ip", "-n", ns or self.node, "-force", "-batch", "-"],
+               stdin="\n".join(lines) + "\n", check=False, timeout=600)
+
     def count_neighbours(self, *, ns: str | None = None, family: str = "ipv4") -> int:
         out = sh(["ip", "-n", ns or self.node, "-4" if family == "ipv4" else "-6", "neigh",
                   "show", "nud", "all"]).stdout
@@ -159,3 +171,11 @@ def sysctls(values: dict[str, str]) -> Iterator[None]:
     finally:
         for key, value in saved.items():
             (Path("/proc/sys") / key.replace(".", "/")).write_text(value)
+
+
+def table_fulls(family: str = "ipv4") -> int:
+    """The kernel's table_fulls for the family (the per-CPU column of /proc/net/stat)."""
+    name = {"ipv4": "arp_cache", "ipv6": "ndisc_cache"}[family]
+    header, *rows = Path(f"/proc/net/stat/{name}").read_text().split("\n")
+    column = header.split().index("table_fulls")
+    return sum(int(row.split()[column], 16) for row in rows if row.strip())

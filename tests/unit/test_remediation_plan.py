@@ -198,3 +198,8 @@ def test_notrack_is_restored_then_removed() -> None:
     off = planner.plan(dns("nft-iptables-notrack-missing.json", answering=True), facts(),
                        Journal(), config(notrack=False))
     assert off.notrack == ()
+
+
+def test_a_gc_thresh3_ceiling_keeps_the_scaling_below_it() -> None:
+    p = planner.plan(neighbours(1000), facts(), Journal(), config(ceilings=(f"{V4}3=1536",)))
+    assert targets(p) == {f"{V4}3": 1536, f"{V4}2": 768, f"{V4}1": 192}
