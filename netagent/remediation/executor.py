@@ -283,7 +283,8 @@ def nft_remove(*, run: Runner = subprocess.run) -> Outcome:
 def _nft(script: str, *, target: int, what: str, run: Runner) -> Outcome:
     key = f"nftables:{NFT_TABLE}"
     try:
-        proc = run([program(NFT), "-f", "-"], input=script, capture_output=True, text=True, timeout=30)
+        proc = run([program(NFT), "-f", "-"], input=script, capture_output=True, text=True,
+                   timeout=30)
     except FileNotFoundError:
         return Outcome(key, target, None, None, "failed", "nft is not installed")
     except (OSError, subprocess.SubprocessError) as err:
