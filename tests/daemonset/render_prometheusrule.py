@@ -16,7 +16,7 @@ from pathlib import Path
 
 DAEMONSET = Path(__file__).resolve().parents[2] / "daemonset"
 ALERTS = DAEMONSET / "alerts.yaml"
-PROMETHEUSRULE = DAEMONSET / "prometheusrule.yaml"
+PROMETHEUSRULE = DAEMONSET / "base" / "prometheusrule.yaml"
 
 HEADER = """\
 # GENERATED from alerts.yaml by tests/daemonset/render_prometheusrule.py.

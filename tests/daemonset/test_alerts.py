@@ -34,6 +34,8 @@ EXPECTED_ALERTS = {
     "NetagentCheckCritical": "critical",
     "NetagentAbsent": "warning",
     "NetagentNodeUnlikeFleet": "warning",
+    "NetagentRemediationFailed": "warning",
+    "NetagentRemediationCeilingReached": "critical",
 }
 # What each fleet recording rule's `metric` label names: `netagent fleet`'s metrics.
 RECORDED_LABELS = {"metric"}
@@ -143,15 +145,15 @@ def load_renderer() -> Any:
 
 def test_prometheusrule_carries_the_same_groups() -> None:
     rule_file = yaml.safe_load(ALERTS.read_text())
-    prometheus_rule = yaml.safe_load((DAEMONSET / "prometheusrule.yaml").read_text())
+    prometheus_rule = yaml.safe_load((DAEMONSET / "base" / "prometheusrule.yaml").read_text())
     assert prometheus_rule["kind"] == "PrometheusRule"
     assert prometheus_rule["spec"] == {"groups": rule_file["groups"]}
 
 
 def test_prometheusrule_is_generated_from_alerts() -> None:
     rendered = load_renderer().render(ALERTS.read_text())
-    assert (DAEMONSET / "prometheusrule.yaml").read_text() == rendered, (
-        "daemonset/prometheusrule.yaml is stale: run "
+    assert (DAEMONSET / "base" / "prometheusrule.yaml").read_text() == rendered, (
+        "daemonset/base/prometheusrule.yaml is stale: run "
         "python tests/daemonset/render_prometheusrule.py"
     )
 

@@ -1,4 +1,4 @@
-"""daemonset/dashboard.json: valid Grafana JSON whose queries use only contract metrics."""
+"""daemonset/base/dashboard.json: valid Grafana JSON whose queries use only contract metrics."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from conftest import MetricContract, Promtool
 
 REPO = Path(__file__).resolve().parents[2]
-DASHBOARD = REPO / "daemonset" / "dashboard.json"
+DASHBOARD = REPO / "daemonset" / "base" / "dashboard.json"
 
 # Grafana variables, replaced by something PromQL parses.
 VARIABLES = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1h", "$instance": ".*"}

@@ -14,20 +14,22 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 DAEMONSET = REPO / "daemonset"
+BASE = DAEMONSET / "base"  # the manifests; daemonset/remediate/ is the overlay
+REMEDIATE = DAEMONSET / "remediate"
 
 # The oldest Kubernetes release the manifests promise to work on, and a newer one.
 KUBERNETES_VERSIONS = ("1.30", "1.34")
 NAMESPACE = "netagent"
 PORT = 9465
 # Files in daemonset/ that are YAML but not objects to apply.
-NOT_RESOURCES = {"kustomization.yaml", "alerts.yaml"}
+NOT_RESOURCES = {"kustomization.yaml"}
 # Objects of the Prometheus Operator's CRDs, which kubernetes-validate has no schema for.
 CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule"}
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding"}
 
 
 def yaml_files() -> list[Path]:
-    return sorted(DAEMONSET.glob("*.yaml"))
+    return sorted(BASE.glob("*.yaml"))
 
 
 def load_documents(path: Path) -> list[Any]:
@@ -150,7 +152,7 @@ def test_container_security_context_is_least_privilege() -> None:
 
 
 def test_every_added_capability_says_why() -> None:
-    lines = (DAEMONSET / "daemonset.yaml").read_text().splitlines()
+    lines = (BASE / "daemonset.yaml").read_text().splitlines()
     for capability in container()["securityContext"]["capabilities"]["add"]:
         index = next(i for i, line in enumerate(lines) if line.strip() == f"- {capability}")
         assert lines[index - 1].strip().startswith("#"), f"{capability} has no comment above it"
@@ -239,7 +241,7 @@ def test_config_file_is_in_the_configmap() -> None:
             "conntrack": {"warning_ratio": 0.75, "critical_ratio": 0.9},
         },
     }
-    assert "example" in (DAEMONSET / "configmap.yaml").read_text().lower()
+    assert "example" in (BASE / "configmap.yaml").read_text().lower()
 
 
 def test_example_config_is_valid_for_netagent(tmp_path: Path) -> None:
@@ -332,7 +334,7 @@ def test_service_monitor_scrapes_the_service() -> None:
 
 
 def kustomization() -> dict[str, Any]:
-    loaded: dict[str, Any] = yaml.safe_load((DAEMONSET / "kustomization.yaml").read_text())
+    loaded: dict[str, Any] = yaml.safe_load((BASE / "kustomization.yaml").read_text())
     return loaded
 
 
@@ -349,18 +351,12 @@ def test_kustomization_ships_the_dashboard_to_grafana() -> None:
     (generator,) = kustomization()["configMapGenerator"]
     files = [entry.split("=")[-1] for entry in generator["files"]]
     assert files == ["dashboard.json"]
-    assert generator["options"]["labels"]["grafana_dashboard"] == "1"
+    assert kustomization()["generatorOptions"]["labels"]["grafana_dashboard"] == "1"
+    assert kustomization()["generatorOptions"]["disableNameSuffixHash"] is True
 
 
 def test_kustomize_build() -> None:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl not on PATH: `kubectl kustomize daemonset` not tried")
-    result = subprocess.run(
-        [kubectl, "kustomize", str(DAEMONSET)], capture_output=True, text=True, check=False
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    built = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    built = kustomize(DAEMONSET)
     kinds = sorted(doc["kind"] for doc in built)
     assert kinds == sorted(
         [obj["kind"] for _, obj in objects()] + ["ConfigMap"]  # + the dashboard
@@ -376,3 +372,88 @@ def test_containerfile() -> None:
     assert stages and all(image == "python:3.11-slim" for image in stages)
     assert re.search(r"^USER 0$", text, re.M)
     assert re.search(r'^ENTRYPOINT \["netagent"\]$', text, re.M)
+
+
+# --- the remediation overlay (daemonset/remediate/) ----------------------------------------
+
+def kustomize(path: Path) -> list[dict[str, Any]]:
+    kubectl = shutil.which("kubectl")
+    assert kubectl, "kubectl is missing: scripts/test installs Debian's kubernetes-client"
+    result = subprocess.run([kubectl, "kustomize", str(path)], capture_output=True, text=True,
+                            check=False, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def rendered(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    (found,) = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    return found
+
+
+REMEDIATION_MOUNTS = {"/host/proc/sys/net": "/proc/sys/net",
+                      "/host/etc/sysctl.d": "/etc/sysctl.d",
+                      "/var/lib/netagent": "/var/lib/netagent",
+                      "/host/sys/module": "/sys/module"}
+
+
+def test_the_overlay_renders_and_validates() -> None:
+    docs = kustomize(REMEDIATE)
+    assert sorted(d["kind"] for d in docs) == sorted(d["kind"] for d in kustomize(DAEMONSET))
+    for obj in docs:
+        if obj["kind"] not in CUSTOM_KINDS:
+            for version in KUBERNETES_VERSIONS:
+                kubernetes_validate.validate(obj, version, strict=True)
+
+
+def test_the_overlay_adds_the_mounts_acting_needs_and_nothing_else() -> None:
+    def pod(docs: list[dict[str, Any]]) -> dict[str, Any]:
+        spec: dict[str, Any] = rendered(docs, "DaemonSet", "netagent")["spec"]["template"][
+            "spec"]
+        return spec
+
+    base, acting = pod(kustomize(DAEMONSET)), pod(kustomize(REMEDIATE))
+    (bc,), (ac,) = base["containers"], acting["containers"]
+    assert ac["securityContext"] == bc["securityContext"]  # not privileged, same capabilities
+    assert ac["securityContext"]["privileged"] is False
+    added = [m for m in ac["volumeMounts"] if m not in bc["volumeMounts"]]
+    volumes = {v["name"]: v for v in acting["volumes"]}
+    assert {m["mountPath"]: volumes[m["name"]]["hostPath"]["path"] for m in added} == \
+        REMEDIATION_MOUNTS
+    assert all(not m.get("readOnly") for m in added)
+    assert {k: v for k, v in ac.items() if k != "volumeMounts"} == \
+        {k: v for k, v in bc.items() if k != "volumeMounts"}
+    # the default manifests stay read-only: none of these host paths is mounted there
+    base_paths = {v.get("hostPath", {}).get("path") for v in base["volumes"]}
+    assert not base_paths & set(REMEDIATION_MOUNTS.values())
+
+
+def test_every_overlay_mount_says_why() -> None:
+    lines = (REMEDIATE / "daemonset-patch.yaml").read_text().splitlines()
+    mounts = [i for i, line in enumerate(lines) if line.strip().startswith("- name:")
+              and "mountPath" in lines[i + 1]]
+    assert len(mounts) == len(REMEDIATION_MOUNTS)
+    for i in mounts:
+        assert lines[i - 1].strip().startswith("#"), lines[i]
+
+
+def test_the_overlay_config_is_the_base_with_remediation_on(tmp_path: Path) -> None:
+    from netagent.config import load
+
+    def config_of(docs: list[dict[str, Any]]) -> Any:
+        path = tmp_path / "config.yaml"
+        path.write_text(rendered(docs, "ConfigMap", "netagent-config")["data"]["config.yaml"])
+        return load(path)
+
+    base, acting = config_of(kustomize(DAEMONSET)), config_of(kustomize(REMEDIATE))
+    r = acting.remediation
+    assert (r.mode, r.sysctl_root, r.module_root, r.persist_dir, r.state_dir) == (
+        "apply", "/host/proc/sys", "/host/sys/module", "/host/etc/sysctl.d",
+        "/var/lib/netagent")
+    assert base.remediation.mode == "off"
+    import dataclasses
+
+    assert dataclasses.replace(acting, remediation=base.remediation) == base
+    mounts = {m["mountPath"] for m in rendered(kustomize(REMEDIATE), "DaemonSet", "netagent")[
+        "spec"]["template"]["spec"]["containers"][0]["volumeMounts"]}
+    for path in (r.sysctl_root + "/net", r.module_root, r.persist_dir, r.state_dir):
+        assert path in mounts, path
