@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from labkit import dns as labdns
 from labkit.netlab import Lab, sysctls, table_fulls
+from labkit.remediation import ramp
 
 from tests.e2e.daemon import AGENT_ENV, ROOT, free_port, http_get, poll, running
 
@@ -77,22 +78,6 @@ def metrics(port: int) -> str:
 def agent(port: int, cfg: Path) -> list[str]:
     return [sys.executable, "-m", "netagent", "run", "--listen", f"127.0.0.1:{port}",
             "--config", str(cfg), "--log-format", "json", "--remediate"]
-
-
-def ramp(lab: Lab, total: int, *, per_step: int = 100, every: float = 0.2,
-         stop: threading.Event | None = None) -> None:
-    """Busy demand: entries added ``per_step`` at a time, and all of them moved between
-    REACHABLE and STALE every second so that forced GC can free none."""
-    added, last_touch, state = 0, 0.0, "reachable"
-    deadline = time.monotonic() + 120
-    while added < total and time.monotonic() < deadline and not (stop and stop.is_set()):
-        lab.add_neighbours(min(per_step, total - added), state="stale", start=added)
-        added += per_step
-        if time.monotonic() - last_touch > 1.0:
-            lab.touch_neighbours(added, state=state)
-            state = "stale" if state == "reachable" else "reachable"
-            last_touch = time.monotonic()
-        time.sleep(every)
 
 
 def test_a_ramp_past_five_times_gc_thresh3_never_fills_the_table(lab: Lab,
