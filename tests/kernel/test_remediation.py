@@ -165,6 +165,9 @@ def test_rollback_restores_everything_once(lab: Lab, tmp_path: Path) -> None:
     cfg = config(tmp_path)
     ramp(lab, 800)
     lab.touch_neighbours(800, state="reachable")
+    code, plan = remediate(cfg)  # dry-run: the plan, exit 1, nothing written
+    assert code == 1 and [a["key"] for a in plan["actions"]] == [f"{V4}3", f"{V4}2", f"{V4}1"]
+    assert gc(3) == 1024 and not (tmp_path / "state").exists()
     code, result = remediate(cfg, "--apply")
     assert code == 0 and gc(3) == 2048 and gc(2) == 1024 and gc(1) == 256
     assert (tmp_path / "sysctl.d" / "90-netagent.conf").exists()

@@ -124,3 +124,29 @@ def test_notrack_goes_through_nft_in_one_transaction(tmp_path: Path) -> None:
     outcomes, journal = executor.apply(add, Journal(), r, now=3.0, version="t", run=refuse)
     assert outcomes[0].result == "failed" and "Could not process rule" in outcomes[0].reason
     assert journal.notrack is None
+
+
+def test_the_remediation_families() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from netagent.exporter.remediation import RemediationCollector
+    from netagent.state import RemediationStatus
+
+    status = RemediationStatus(
+        mode="apply", actions={(f"{V4}3", "applied"): 3, (f"{V4}3", "failed"): 1},
+        managed={f"{V4}3": False, f"{V4}2": True}, values={f"{V4}3": 4096, f"{V4}2": None},
+        at_ceiling=frozenset({"net.netfilter.nf_conntrack_max"}))
+    registry = CollectorRegistry()
+    registry.register(RemediationCollector(lambda: status))
+    text = generate_latest(registry).decode()
+    assert "netagent_remediation_mode 2.0" in text
+    assert f'netagent_remediation_actions_total{{key="{V4}3",result="applied"}} 3.0' in text
+    assert f'netagent_remediation_managed{{key="{V4}3"}} 0.0' in text
+    assert f'netagent_remediation_managed{{key="{V4}2"}} 1.0' in text
+    assert f'netagent_sysctl_value{{key="{V4}3"}} 4096.0' in text
+    assert f'netagent_sysctl_value{{key="{V4}2"}}' not in text  # unreadable: no sample
+    assert ('netagent_remediation_ceiling_reached{key="net.netfilter.nf_conntrack_max"} 1.0'
+            in text)
+    off = CollectorRegistry()
+    off.register(RemediationCollector(lambda: None))
+    assert "netagent_remediation" not in generate_latest(off).decode()
