@@ -428,8 +428,7 @@ class RemediationConsumer:
                       extra={"event": "remediation_refused", "key": key, "error": reason})
         self._refused = refused
         values = dict(facts.values)
-        if self.mode == "apply" and (the_plan.pending or any(e.new for e in the_plan.elsewhere)
-                                     or any(x.ceiling for x in the_plan.refusals)):
+        if self.mode == "apply" and (the_plan.pending or any(e.new for e in the_plan.elsewhere)):
             outcomes, journal = executor.apply(the_plan, journal, r, now=facts.now,
                                                version=version)
             for o in outcomes:

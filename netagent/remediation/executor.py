@@ -167,11 +167,6 @@ def apply(plan: Plan, journal: Journal, r: RemediationConfig, *, now: float, ver
             before = keys.get(a.key)
             keys[a.key] = KeyRecord(original=before.original if before else outcome.before,
                                     written=a.target, at=now)
-    for refusal in plan.refusals:
-        if refusal.ceiling:
-            value = plan_value(plan, refusal.key)
-            records.append(ActionRecord(now, refusal.key, value, value or 0, "refused",
-                                        refusal.reason))
     notrack = journal.notrack
     for n in plan.notrack:
         outcome = (nft_restore(n.address, run=run) if n.add else nft_remove(run=run))
@@ -221,13 +216,6 @@ def rollback(journal: Journal, r: RemediationConfig, *, now: float, version: str
     left = with_actions(left, *records)
     outcomes.extend(_save(left, r, version=version, now=now, persist=False))
     return outcomes, left
-
-
-def plan_value(plan: Plan, key: str) -> int | None:
-    for d in plan.actions:
-        if d.key == key:
-            return d.current
-    return None
 
 
 def _save(journal: Journal, r: RemediationConfig, *, version: str, now: float,

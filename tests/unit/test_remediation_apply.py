@@ -150,3 +150,51 @@ def test_the_remediation_families() -> None:
     off = CollectorRegistry()
     off.register(RemediationCollector(lambda: None))
     assert "netagent_remediation" not in generate_latest(off).decode()
+
+
+def consumer_update(count: int) -> Any:
+    from netagent.model import NeighbourSnapshot, SourceRun
+    from netagent.state import AgentState, SourceState, Update
+    from tests.unit.test_neighbour_checks import observation
+
+    snapshot = NeighbourSnapshot({"ipv4": observation(count)})
+    state = AgentState(sources={"neighbours": SourceState(
+        "neighbours", SourceRun("neighbours", True, 0.01), observation=snapshot)})
+    return Update(state)
+
+
+def test_the_agent_consumer_acts_in_apply_and_only_says_in_dry_run(
+        tmp_path: Path, caplog: Any) -> None:
+    import dataclasses
+    import logging
+
+    from netagent.agent import RemediationConsumer
+    from netagent.config import Config
+
+    caplog.set_level(logging.INFO, logger="netagent")
+    r = tree(tmp_path)
+    dry = RemediationConsumer(Config(remediation=dataclasses.replace(r, mode="dry-run")),
+                              now=lambda: 1000.0)
+    dry.consume(consumer_update(800))
+    dry.consume(consumer_update(800))  # the same plan: said once
+    assert value(r, f"{V4}3") == 1024
+    said = [rec for rec in caplog.records if "would change" in rec.getMessage()]
+    assert len(said) == 1 and f"{V4}3 1024 -> 2048" in said[0].getMessage()
+    assert dry.status().mode == "dry-run" and dry.status().actions == {}
+
+    acting = RemediationConsumer(Config(remediation=dataclasses.replace(r, mode="apply")),
+                                 now=lambda: 1000.0)
+    acting.consume(consumer_update(800))
+    assert (value(r, f"{V4}3"), value(r, f"{V4}2"), value(r, f"{V4}1")) == (2048, 1024, 256)
+    status = acting.status()
+    assert status.actions[(f"{V4}3", "applied")] == 1 and status.values[f"{V4}3"] == 2048
+    assert status.managed[f"{V4}3"] is True
+    applied = [rec for rec in caplog.records if rec.getMessage().startswith(
+        f"remediation: {V4}3 1024 -> 2048")]
+    assert len(applied) == 1
+    # an unreadable journal stops remediation, with one log line, and no write
+    Path(r.state_dir, "journal.json").write_text("not json")
+    acting.consume(consumer_update(1900))
+    acting.consume(consumer_update(1900))
+    assert value(r, f"{V4}3") == 2048
+    assert len([rec for rec in caplog.records if "remediation stopped" in rec.getMessage()]) == 1
