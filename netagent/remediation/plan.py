@@ -16,7 +16,6 @@ configuration. Policy (docs/design.md §4.6):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from netagent.checks.conntrack import table_changes
@@ -281,12 +280,3 @@ def _notrack(obs: Observations, journal: Journal, r: RemediationConfig) -> list[
                                              f"without NOTRACK for "
                                              f"{'/'.join(missing).upper()} port 53")]
     return []
-
-
-def managed(plan_: Plan, journal: Journal) -> dict[str, bool]:
-    """key -> whether netagent manages it now (False: left to someone else)."""
-    return {key: key not in {e.key for e in plan_.elsewhere} for key in MANAGED_KEYS}
-
-
-def keys_in(changes: Sequence[Action]) -> list[str]:
-    return [a.key for a in changes]
