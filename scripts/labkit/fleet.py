@@ -14,14 +14,14 @@ import math
 import os
 import random
 import shutil
-import socket
 import statistics
 import subprocess
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+
+from labkit.serve import free_port, serving
 
 Labels = tuple[tuple[str, str], ...]
 # cumulative buckets of netagent_dns_probe_duration_seconds (exporter/dns.py)
@@ -141,50 +141,20 @@ def backfill(fleet: Fleet, workdir: Path) -> Path:
     return data
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @contextlib.contextmanager
 def prometheus(data: Path, workdir: Path, *, ready_within: float = 60) -> Iterator[str]:
     """A Prometheus on loopback serving ``data``; yields its URL."""
     binary = shutil.which("prometheus") or "/usr/bin/prometheus"
     config = workdir / "prometheus.yml"
     config.write_text("global: {}\n")
-    port = _free_port()
-    log = (workdir / "prometheus.log").open("wb")
-    proc = subprocess.Popen(
-        [binary, f"--config.file={config}", f"--storage.tsdb.path={data}",
-         f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=30d"],
-        stdout=log, stderr=subprocess.STDOUT)
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + ready_within
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError("prometheus exited: "
-                                     + (workdir / "prometheus.log").read_text()[-2000:])
-            try:
-                with urllib.request.urlopen(f"{url}/-/ready", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"prometheus not ready in {ready_within} s")
-            time.sleep(0.2)
+    with serving([binary, f"--config.file={config}", f"--storage.tsdb.path={data}",
+                  f"--web.listen-address=127.0.0.1:{port}",
+                  "--storage.tsdb.retention.time=30d"],
+                 ready_url=f"{url}/-/ready", within=ready_within,
+                 log=workdir / "prometheus.log"):
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        log.close()
 
 
 def query(url: str, expr: str) -> list[dict[str, object]]:

@@ -30,11 +30,12 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psutil
+
+from labkit.serve import free_port, serving
 
 ROOT = Path(__file__).resolve().parents[2]
 MB = 1024 * 1024
@@ -120,32 +121,9 @@ def soak(cycles: int = 10_000, *, max_seconds: float = 900) -> list[Row]:
 
 # --- HTTP load --------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@contextlib.contextmanager
-def _process(argv: list[str], port: int) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=_env())
-    try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), urllib.request.urlopen(
-                    f"http://127.0.0.1:{port}/metrics", timeout=2):
-                break
-            time.sleep(0.2)
-        yield proc
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+def _process(argv: list[str], port: int) -> contextlib.AbstractContextManager[
+        subprocess.Popen[bytes]]:
+    return serving(argv, ready_url=f"http://127.0.0.1:{port}/metrics", within=20, env=_env())
 
 
 def _get(url: str, timeout: float) -> float | None:
@@ -178,7 +156,7 @@ BASELINE_SERVER = "labkit.hardening"  # ``python -m labkit.hardening baseline PO
 
 def http_load() -> list[Row]:
     rows: list[Row] = []
-    port = _free_port()
+    port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "netagent.yaml"
         # no source that reaches beyond the host: DNS asks 127.0.0.1 only, no cluster
@@ -214,7 +192,7 @@ def http_load() -> list[Row]:
             rows.append(("1,000 idle connections: /metrics meanwhile, RSS",
                          f"{latency * 1000:.1f} ms, {rss / MB:.1f} MB", "<= 100 ms",
                          latency <= 0.1))
-    base_port = _free_port()
+    base_port = free_port()
     with _process([sys.executable, "-m", BASELINE_SERVER, "baseline", str(base_port)],
                   base_port):
         p95, failed = _concurrent(f"http://127.0.0.1:{base_port}/metrics")

@@ -10,6 +10,7 @@ prints. Every sysctl is restored afterwards and the lab removed.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import subprocess
@@ -17,12 +18,11 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 from labkit.netlab import Lab, sysctls, table_fulls
+from labkit.serve import serving
 
 ROOT = Path(__file__).resolve().parents[2]
 PROC = Path("/proc/sys/net/ipv4/neigh/default")
@@ -53,27 +53,12 @@ def ramp(lab: Lab, total: int, *, per_step: int = 100, every: float = 0.2,
         time.sleep(every)
 
 
-@contextmanager
-def _agent(config: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "netagent", "run", "--listen", f"127.0.0.1:{port}", "--config",
-         str(config), "--remediate"], cwd=ROOT, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2):
-                    break
-            except OSError:
-                time.sleep(0.2)
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+def _agent(config: Path, port: int) -> contextlib.AbstractContextManager[
+        subprocess.Popen[bytes]]:
+    return serving([sys.executable, "-m", "netagent", "run", "--listen", f"127.0.0.1:{port}",
+                    "--config", str(config), "--remediate"],
+                   ready_url=f"http://127.0.0.1:{port}/readyz", cwd=ROOT,
+                   env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
 def bench(total: int = 5 * 1024 + 300, *, interval: float = 1.0, port: int = 19466) -> list[Row]:
