@@ -8,14 +8,7 @@ from typing import Any
 
 from netagent.fleet.analysis import METRICS, FleetReport, Headroom
 from netagent.model import Status
-
-_COLOURS = {
-    Status.OK: "\033[32m",
-    Status.WARNING: "\033[33m",
-    Status.CRITICAL: "\033[31;1m",
-    Status.UNKNOWN: "\033[35m",
-}
-_RESET = "\033[0m"
+from netagent.report.text import coloured
 
 
 def duration(seconds: float) -> str:
@@ -45,7 +38,7 @@ def _num(value: float) -> str:
 
 def text(report: FleetReport, *, colour: bool = False) -> str:
     def tag(status: Status) -> str:
-        return f"{_COLOURS[status]}{status.name}{_RESET}" if colour else status.name
+        return coloured(status.name, status) if colour else status.name
 
     c = report.counts
     lines = [f"netagent fleet: {report.nodes} nodes, {tag(report.status)} "

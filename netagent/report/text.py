@@ -16,10 +16,15 @@ _COLOURS = {
 _RESET = "\033[0m"
 
 
+def coloured(text: str, status: Status) -> str:
+    """``text`` in the status's terminal colour."""
+    return f"{_COLOURS[status]}{text}{_RESET}"
+
+
 def render(report: Report, *, verbose: bool = False, colour: bool = False) -> str:
     def tag(status: Status) -> str:
         text = f"{status.name:<8}"
-        return f"{_COLOURS[status]}{text}{_RESET}" if colour else text
+        return coloured(text, status) if colour else text
 
     lines = [f"netagent check on {report.node} (kernel {report.kernel}): "
              f"{tag(report.status).strip()}"]
