@@ -26,7 +26,7 @@ from netagent.model import ActionRecord, Journal, KeyRecord
 from netagent.remediation.journal import journal_text, persisted_text, with_actions
 from netagent.remediation.plan import Plan
 from netagent.sources import program
-from netagent.sources.sysctl import JOURNAL, key_path, read_value
+from netagent.sources.sysctl import JOURNAL, key_path, read_int, read_value
 
 Runner = Callable[..., Any]
 
@@ -57,17 +57,12 @@ class Outcome:
         return self.result == "applied"
 
 
-def sysctl_path(root: Path, key: str) -> Path:
-    """``net.ipv4.neigh.default.gc_thresh3`` under ``root`` (``/proc/sys``)."""
-    return root.joinpath(*key.split("."))
-
-
 def write_value(path: Path, value: int, *, key: str) -> Outcome:
     """Write ``value`` to an existing file of the kernel's (a sysctl or a module parameter)
     and read it back. The file is never created: a key missing under a sysctl root is a
     key this kernel lacks (or the wrong root), not something to make."""
     try:
-        before = _read_int(path)
+        before = read_int(path)
     except OSError as err:
         return Outcome(key, value, None, None, "failed", _reason(err, path))
     except ValueError:
@@ -78,7 +73,7 @@ def write_value(path: Path, value: int, *, key: str) -> Outcome:
             os.write(fd, f"{value}\n".encode())
         finally:
             os.close(fd)
-        after = _read_int(path)
+        after = read_int(path)
     except OSError as err:
         return Outcome(key, value, before, None, "failed", _reason(err, path))
     except ValueError:
@@ -124,14 +119,6 @@ def remove_file(path: Path) -> str | None:
     except OSError as err:
         return _reason(err, path)
     return None
-
-
-def _read_int(path: Path) -> int:
-    with open(path) as f:
-        words = f.read().split()
-    if not words:
-        raise ValueError("empty")
-    return int(words[0])
 
 
 def _reason(err: OSError, path: Path) -> str:

@@ -21,17 +21,32 @@ from netagent.parse.sysctl import keys_set
 JOURNAL = "journal.json"
 
 
+def sysctl_path(root: Path, key: str) -> Path:
+    """``net.ipv4.neigh.default.gc_thresh3`` under ``root`` (``/proc/sys``)."""
+    return root.joinpath(*key.split("."))
+
+
 def key_path(r: RemediationConfig, key: str) -> Path:
     """Where a managed key lives: under sysctl_root, or the module parameter's file."""
     if key == HASHSIZE:
         return Path(r.module_root, "nf_conntrack", "parameters", "hashsize")
-    return Path(r.sysctl_root).joinpath(*key.split("."))
+    return sysctl_path(Path(r.sysctl_root), key)
+
+
+def read_int(path: Path) -> int:
+    """The number a sysctl or module parameter file holds; ``OSError`` or ``ValueError``."""
+    with open(path) as f:
+        words = f.read().split()
+    if not words:
+        raise ValueError(f"{path} is empty")
+    return int(words[0])
 
 
 def read_value(path: Path) -> int | None:
+    """``read_int``, or None when the file is absent or holds no number."""
     try:
-        return int(path.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
+        return read_int(path)
+    except (OSError, ValueError):
         return None
 
 

@@ -222,7 +222,8 @@ def conntrack_netlink(argv: Sequence[str]) -> None:
 def write_sysctl(argv: Sequence[str]) -> None:
     """netagent's executor writing argv[1] to sysctl argv[0] under /proc/sys; prints the
     outcome as JSON."""
-    from netagent.remediation.executor import sysctl_path, write_value
+    from netagent.remediation.executor import write_value
+    from netagent.sources.sysctl import sysctl_path
 
     key, value = argv[0], int(argv[1])
     outcome = write_value(sysctl_path(pathlib.Path("/proc/sys"), key), value, key=key)

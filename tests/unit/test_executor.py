@@ -6,10 +6,11 @@ import os
 from pathlib import Path
 
 from netagent.remediation import executor
+from netagent.sources.sysctl import sysctl_path
 
 
 def sysctl_tree(tmp_path: Path, key: str, value: str) -> Path:
-    path = executor.sysctl_path(tmp_path, key)
+    path = sysctl_path(tmp_path, key)
     path.parent.mkdir(parents=True)
     path.write_text(value)
     return path
@@ -25,7 +26,7 @@ def test_write_and_verify(tmp_path: Path) -> None:
 
 
 def test_a_key_the_kernel_lacks_is_never_created(tmp_path: Path) -> None:
-    path = executor.sysctl_path(tmp_path, "net.ipv4.neigh.default.gc_thresh9")
+    path = sysctl_path(tmp_path, "net.ipv4.neigh.default.gc_thresh9")
     outcome = executor.write_value(path, 5, key="net.ipv4.neigh.default.gc_thresh9")
     assert outcome.result == "failed" and outcome.reason.endswith("no such key on this kernel")
     assert not path.exists()
