@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from netagent.errors import SourceError
+from netagent.loaders import LoadError, read_text
+from netagent.parse.kube import header_token_problem
 
 _CHUNK = 1 << 16
 
@@ -140,6 +142,22 @@ class Endpoint:
         https = parts.scheme == "https"
         return cls(url=url.rstrip("/"), https=https, host=parts.hostname,
                    port=port or (443 if https else 80), prefix=parts.path.rstrip("/"))
+
+
+def read_token_file(path: str, *, where: str) -> str:
+    """A bearer token from ``path`` (a service account's, a proxy's), re-read at every
+    request since tokens rotate; ``SourceError`` prefixed with ``where`` when it cannot be
+    read or could not go into a header."""
+    try:
+        token = read_text(path, limit=64 << 10, what="token file").strip()
+    except FileNotFoundError as err:
+        raise SourceError(f"{where}: token file {path} not found") from err
+    except LoadError as err:
+        raise SourceError(f"{where}: {err}") from err
+    problem = header_token_problem(token)
+    if problem:
+        raise SourceError(f"{where}: token file {path} {problem}")
+    return token
 
 
 def get(endpoint: Endpoint, path: str, *, headers: Mapping[str, str], timeout: float,

@@ -16,8 +16,7 @@ import time
 from collections.abc import Callable
 
 from netagent.errors import SourceError
-from netagent.loaders import LoadError, read_text
-from netagent.parse.kube import KubeTarget, error_reason, header_token_problem
+from netagent.parse.kube import KubeTarget, error_reason
 from netagent.sources import httpget
 
 # A metadata page of PAGE_SIZE (100) nodes with their managedFields is ~1 MB; 16 MB leaves
@@ -80,18 +79,7 @@ class KubeClient:
         headers = {"Accept": accept, "User-Agent": "netagent"}
         token = self.target.token
         if self.target.token_file:
-            try:
-                token = read_text(self.target.token_file, limit=64 << 10,
-                                  what="token file").strip()
-            except FileNotFoundError as err:
-                raise SourceError(f"{self.target.origin}: token file "
-                                  f"{self.target.token_file} not found") from err
-            except LoadError as err:
-                raise SourceError(f"{self.target.origin}: {err}") from err
-            problem = header_token_problem(token)
-            if problem:
-                raise SourceError(f"{self.target.origin}: token file "
-                                  f"{self.target.token_file} {problem}")
+            token = httpget.read_token_file(self.target.token_file, where=self.target.origin)
         if token:
             headers["Authorization"] = f"Bearer {token}"
         return headers

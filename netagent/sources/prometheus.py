@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from netagent.errors import ParseError, SourceError
-from netagent.loaders import LoadError, read_text
 from netagent.parse import prometheus
 from netagent.parse.kube import header_token_problem
 from netagent.sources import httpget
@@ -82,16 +81,9 @@ class PrometheusClient:
                                   "or the user a colon")
             return {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode()}
         if t.token_file is not None:
-            try:
-                token = read_text(t.token_file, limit=64 << 10, what="token file").strip()
-            except FileNotFoundError as err:
-                raise SourceError(f"{t.url}: token file {t.token_file} not found") from err
-            except LoadError as err:
-                raise SourceError(f"{t.url}: {err}") from err
-            problem = header_token_problem(token)
-            if problem or not token:
-                raise SourceError(f"{t.url}: token file {t.token_file} "
-                                  f"{problem or 'is empty'}")
+            token = httpget.read_token_file(t.token_file, where=t.url)
+            if not token:
+                raise SourceError(f"{t.url}: token file {t.token_file} is empty")
             return {"Authorization": f"Bearer {token}"}
         return {}
 
