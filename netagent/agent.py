@@ -33,10 +33,12 @@ from typing import Any, Protocol
 
 from netagent import __version__, catalog
 from netagent.checks import registry
+from netagent.checks.levels import levels
 from netagent.config import Config, parse_listen
 from netagent.errors import NetagentError
 from netagent.exporter.server import HttpServer, make_app, make_registry
-from netagent.model import CheckResult, Observations, SourceRun, Status
+from netagent.forecast import Forecaster
+from netagent.model import CheckResult, ClusterInfo, Forecast, Observations, SourceRun, Status
 from netagent.sources import Source, run_source
 from netagent.state import (
     AgentState,
@@ -98,6 +100,15 @@ class Agent:
         self._totals: dict[str, Any] = {}  # source -> running totals (see SOURCE_TOTALS)
         self._checks: dict[str, tuple[CheckResult, ...]] = {}  # source -> its checks' verdicts
         self._state = AgentState()
+        # Each table's history for its forecast: a sample may go missing for five intervals
+        # before the history starts again (``netagent.forecast``).
+        self.forecaster = Forecaster(config.forecast, max_gap={
+            "neighbour.ipv4": 5 * self.intervals.get("neighbours", 15.0),
+            "neighbour.ipv6": 5 * self.intervals.get("neighbours", 15.0),
+            "conntrack": 5 * self.intervals.get("conntrack", 15.0),
+            "cluster.nodes": max(5 * self.intervals.get("cluster", 30.0),
+                                 3 * config.cluster.poll_seconds)})
+        self._forecasts: dict[str, Forecast] = {}
         self._bugs_logged: set[tuple[str, str]] = set()
         self.mailboxes = [Mailbox(c) for c in (
             [LogConsumer()] if consumers is None else consumers)]
@@ -177,6 +188,7 @@ class Agent:
                 self._previous[name] = self._last_success[name]
             self._last_success[name] = self._latest[name] = observation
             self._errors.pop(name, None)
+            self._forecast(observation, run)
             if name in self.folds:
                 try:
                     self._totals[name] = self.folds[name](self._totals.get(name), observation)
@@ -198,7 +210,29 @@ class Agent:
         old = {c.id: c.status for c in self._state.checks}
         transitions.extend(CheckTransition(old.get(c.id), c) for c in checks
                            if old.get(c.id) is not c.status)
-        return Update(AgentState(sources=sources, checks=checks), tuple(transitions))
+        return Update(AgentState(sources=sources, checks=checks,
+                                 forecasts=dict(self._forecasts)), tuple(transitions))
+
+    def _forecast(self, observation: Any, run: SourceRun) -> None:
+        """Feed the tables ``observation`` measures (and the node count) to the forecasts.
+        A table no longer measured (its limit now unreadable) loses its forecast."""
+        try:
+            if isinstance(observation, ClusterInfo):
+                self.forecaster.nodes(self.clock(), observation.nodes)
+                return
+            measured = levels(observation)
+            owned = {"neighbours": "neighbour.", "conntrack": "conntrack"}.get(run.name)
+            if owned is None:
+                return
+            for key in [k for k in self._forecasts if k.startswith(owned)
+                        and k not in measured]:
+                del self._forecasts[key]
+            for key, level in measured.items():
+                self._forecasts[key] = self.forecaster.update(
+                    key, level.t, level.entries, level.limit,
+                    structural=key.startswith("neighbour."))
+        except Exception:  # a bug here leaves the forecasts as they were
+            log.exception("cannot add the %s observation to the forecasts", run.name)
 
     def _evaluate(self, sources: Mapping[str, SourceState], *,
                   changed: str) -> tuple[CheckResult, ...]:
@@ -212,7 +246,7 @@ class Agent:
         # source has no check rather than an "unknown" that would only mean "starting".
         baseline = {n: self._previous[n] for n in self._latest if n in self._previous}
         obs = Observations(current=dict(self._latest), baseline=baseline,
-                           errors=dict(self._errors))
+                           errors=dict(self._errors), forecasts=dict(self._forecasts))
         names = [n for n in self.sources if n in sources]
         for source in names:
             if source in self._checks and changed not in registry.inputs(source):
@@ -406,7 +440,8 @@ class RemediationConsumer:
         obs = Observations(
             current={n: s.observation for n, s in sources.items() if s.up},
             baseline={n: s.baseline for n, s in sources.items()
-                      if s.up and s.baseline is not None})
+                      if s.up and s.baseline is not None},
+            forecasts=update.state.forecasts)
         try:
             journal = sysctl.read_journal(r)
         except NetagentError as err:

@@ -60,6 +60,22 @@ class Thresholds:
 
 
 @dataclass(frozen=True)
+class ForecastConfig:
+    """The `forecast:` section: time to full from the agent's history (docs/design.md §2.7)."""
+
+    warning_seconds: float = 3600.0  # a table forecast full within this warns
+    critical_seconds: float = 900.0  # and within this is critical
+    window_seconds: float = 21600.0  # the least-squares slope looks this far back
+    min_samples: int = 10  # no forecast from fewer samples since the history (re)started
+    min_utilisation: float = 0.25  # no forecast for a table below this share of its limit
+    smoothing: float = 0.5  # Holt's level smoothing (alpha)
+    trend_smoothing: float = 0.4  # Holt's trend smoothing (beta)
+    clear_factor: float = 1.25  # a warning clears once the time to full exceeds its
+    # threshold by this factor (hysteresis)
+    max_seconds: float = 30 * 86400.0  # a time to full beyond this is "not filling"
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     kubeconfig: str | None = None  # else KUBECONFIG, else the pod's service account
     api_timeout_seconds: float = 10.0  # per request to the API server
@@ -162,6 +178,7 @@ class Config:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     dns: DnsConfig = field(default_factory=DnsConfig)
     remediation: RemediationConfig = field(default_factory=RemediationConfig)
+    forecast: ForecastConfig = field(default_factory=ForecastConfig)
 
 
 # The largest cluster netagent sizes for: far above Kubernetes' tested 5,000 nodes, and the
@@ -177,6 +194,15 @@ _RANGES: dict[str, tuple[float, float]] = {
     "thresholds.neighbour.critical_ratio": (0.01, 1.0),
     "thresholds.neighbour.headroom_ratio": (0.05, 0.95),
     "agent.jitter": (0, 0.5),
+    "forecast.warning_seconds": (1, 30 * 86400),
+    "forecast.critical_seconds": (1, 30 * 86400),
+    "forecast.window_seconds": (10, 30 * 86400),
+    "forecast.min_samples": (3, 10_000),
+    "forecast.min_utilisation": (0.0, 0.95),
+    "forecast.smoothing": (0.01, 1.0),
+    "forecast.trend_smoothing": (0.01, 1.0),
+    "forecast.clear_factor": (1.0, 10.0),
+    "forecast.max_seconds": (60, 365 * 86400),
     "remediation.trigger_ratio": (0.05, 0.95),
     "remediation.horizon_seconds": (0, 7 * 86400),
     "remediation.cooldown_seconds": (0, 86400),
@@ -356,6 +382,10 @@ def _cross_checks(config: Config, *, where: str) -> None:
         if key not in MANAGED_KEYS or not eq or not value.isdigit() or int(value) < 1:
             raise ConfigError(f"{where}: 'remediation.ceilings': {shorten(item)} is not "
                               "KEY=VALUE with a managed key and a positive integer")
+    f = config.forecast
+    if f.critical_seconds > f.warning_seconds:
+        raise ConfigError(f"{where}: 'forecast.critical_seconds' ({f.critical_seconds:g}) must "
+                          f"not exceed 'forecast.warning_seconds' ({f.warning_seconds:g})")
     n = config.thresholds.neighbour
     if n.warning_ratio >= n.critical_ratio:
         raise ConfigError(f"{where}: 'thresholds.neighbour.warning_ratio' ({n.warning_ratio}) "

@@ -129,6 +129,37 @@ class CheckResult:
 
 
 @dataclass(frozen=True)
+class Forecast:
+    """When a table will be full (``netagent.forecast``).
+
+    ``method`` is "trend" (the agent's history: least squares and Holt agreeing) or
+    "short-term" (``netagent check``: the rate over its interval). ``rate_per_second`` is the
+    growth the forecast uses and ``seconds_to_full`` the time left at that growth; both are
+    None when the table is not forecast to fill, ``held`` saying why when a guard held the
+    forecast back. ``level`` is the status the time earns against ``forecast.*_seconds``.
+    For the neighbour tables, ``nodes_until_full`` is how many more nodes the cluster can
+    grow by before this node's table is full at today's entries per node, and
+    ``seconds_to_full_by_nodes`` when the cluster's node growth reaches that.
+    """
+
+    table: str
+    count: float
+    limit: int
+    method: str
+    span_seconds: float
+    samples: int
+    rate_per_second: float | None = None
+    seconds_to_full: float | None = None
+    level: Status = Status.OK
+    held: str = ""
+    estimates: Mapping[str, float] = field(default_factory=dict)
+    nodes: int | None = None
+    nodes_until_full: int | None = None
+    node_growth_per_second: float | None = None
+    seconds_to_full_by_nodes: float | None = None
+
+
+@dataclass(frozen=True)
 class SourceRun:
     """How one source's collection went."""
 
@@ -458,6 +489,9 @@ class Observations:
     current: Mapping[str, Any]
     baseline: Mapping[str, Any] = field(default_factory=dict)
     errors: Mapping[str, str] = field(default_factory=dict)
+    # the agent's forecasts by table; None (``netagent check``): the checks take the
+    # short-term rate between baseline and current instead
+    forecasts: Mapping[str, Forecast] | None = None
 
     def get(self, name: str, kind: type[T]) -> T | None:
         value = self.current.get(name)

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from netagent.model import CheckResult, SourceRun, Status
+from netagent.model import CheckResult, Forecast, SourceRun, Status
 
 
 @dataclass(frozen=True)
@@ -38,10 +38,12 @@ class SourceState:
 
 @dataclass(frozen=True)
 class AgentState:
-    """Every source collected so far, and the checks evaluated after the latest collection."""
+    """Every source collected so far, the checks evaluated after the latest collection, and
+    each table's forecast (``netagent.forecast``) as of its latest sample."""
 
     sources: Mapping[str, SourceState] = field(default_factory=dict)
     checks: tuple[CheckResult, ...] = ()
+    forecasts: Mapping[str, Forecast] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from netagent.config import Config, ConntrackThresholds
+from netagent.checks import forecasts
+from netagent.checks.forecasts import Level
+from netagent.config import Config, ConntrackThresholds, ForecastConfig
 from netagent.model import (
     Change,
     ChangeSet,
     CheckResult,
     ConntrackObservation,
     FixPart,
+    Forecast,
     ModuleParameterChange,
     Observations,
     Status,
@@ -35,10 +38,11 @@ SYSCTL_FILE = "90-netagent-conntrack.conf"
 
 
 def judge(obs: Observations, config: Config) -> list[CheckResult]:
-    return evaluate(obs, config.thresholds.conntrack)
+    return evaluate(obs, config.thresholds.conntrack, forecast_config=config.forecast)
 
 
-def evaluate(obs: Observations, thresholds: ConntrackThresholds) -> list[CheckResult]:
+def evaluate(obs: Observations, thresholds: ConntrackThresholds, *,
+             forecast_config: ForecastConfig | None = None) -> list[CheckResult]:
     current = obs.get(SOURCE, ConntrackObservation)
     if current is None:
         reason = obs.errors.get(SOURCE, "the conntrack source was not read")
@@ -48,7 +52,20 @@ def evaluate(obs: Observations, thresholds: ConntrackThresholds) -> list[CheckRe
                         summary=f"conntrack errors: {reason}"),
         ]
     before = obs.get_baseline(SOURCE, ConntrackObservation)
-    return [check_table(current, thresholds), check_errors(current, before, thresholds)]
+    level = conntrack_level(current)
+    forecast = None if level is None else forecasts.forecast_of(
+        obs, "conntrack", level, forecasts.baseline_total(before),
+        forecast_config or ForecastConfig())
+    return [check_table(current, thresholds, forecast=forecast,
+                        forecast_config=forecast_config),
+            check_errors(current, before, thresholds)]
+
+
+def conntrack_level(obs: ConntrackObservation) -> Level | None:
+    """What the forecasts follow: this namespace's count against nf_conntrack_max."""
+    if obs.count is None or not obs.max:
+        return None
+    return Level(obs.count, obs.max, obs.count, obs.monotonic)
 
 
 # --- conntrack.table ----------------------------------------------------------------------
@@ -62,7 +79,9 @@ def _status_of(ratio: float, t: ConntrackThresholds) -> Status:
     return Status.OK
 
 
-def check_table(obs: ConntrackObservation, t: ConntrackThresholds) -> CheckResult:
+def check_table(obs: ConntrackObservation, t: ConntrackThresholds, *,
+                forecast: Forecast | None = None,
+                forecast_config: ForecastConfig | None = None) -> CheckResult:
     count, max_, buckets = obs.count, obs.max, obs.buckets
     if count is None or max_ is None:
         reasons = "; ".join(obs.problems.values()) or "count or nf_conntrack_max unreadable"
@@ -89,15 +108,21 @@ def check_table(obs: ConntrackObservation, t: ConntrackThresholds) -> CheckResul
     ratio = count / max_
     evidence["utilisation"] = round(ratio, 4)
     status = _status_of(ratio, t)
+    if forecast is not None:
+        status = max(status, forecast.level)
+        evidence.update(forecasts.evidence(forecast))
     parts = [f"conntrack table: {count} of {max_} entries ({100 * ratio:.0f}% of "
              f"nf_conntrack_max)"]
+    if forecast_words := forecasts.words(forecast):
+        parts.append(forecast_words)
     if count >= max_:
         parts.append("full: new connections are dropped")
     if buckets:
         parts.append(f"average chain length {count / buckets:.2f} over {buckets} buckets")
     return CheckResult(
         id=TABLE, status=status, summary="; ".join(parts), observed=count, limit=max_,
-        fix=table_fix(count, max_, buckets, t, status),
+        fix=table_fix(forecasts.projected(count, forecast, forecast_config or ForecastConfig()),
+                      max_, buckets, t, status),
         evidence=evidence,
     )
 

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from netagent.checks import forecasts
+from netagent.checks.forecasts import Level
 from netagent.checks.sysctl import neighbour_thresholds, round_up
-from netagent.config import Config, NeighbourThresholds
+from netagent.config import Config, ForecastConfig, NeighbourThresholds
 from netagent.model import (
     ChangeSet,
     CheckResult,
     ClusterInfo,
     FixPart,
+    Forecast,
     NeighbourLimits,
     NeighbourObservation,
     NeighbourSnapshot,
@@ -34,7 +37,8 @@ SYSCTL = {"ipv4": "net.ipv4.neigh.default", "ipv6": "net.ipv6.neigh.default"}
 
 
 def judge(obs: Observations, config: Config) -> list[CheckResult]:
-    return evaluate(obs, config.thresholds.neighbour, nodes=cluster_nodes(obs, config))
+    return evaluate(obs, config.thresholds.neighbour, nodes=cluster_nodes(obs, config),
+                    forecast_config=config.forecast)
 
 
 def cluster_nodes(obs: Observations, config: Config) -> int | None:
@@ -45,7 +49,8 @@ def cluster_nodes(obs: Observations, config: Config) -> int | None:
 
 
 def evaluate(obs: Observations, thresholds: NeighbourThresholds, *,
-             nodes: int | None = None) -> list[CheckResult]:
+             nodes: int | None = None,
+             forecast_config: ForecastConfig | None = None) -> list[CheckResult]:
     current = obs.get(SOURCE, NeighbourSnapshot)
     if current is None:
         reason = obs.errors.get(SOURCE, "the neighbour source was not read")
@@ -55,8 +60,21 @@ def evaluate(obs: Observations, thresholds: NeighbourThresholds, *,
     results = []
     for family, observation in current.families.items():
         before = baseline.families.get(family) if baseline else None
-        results.append(check_family(observation, before, thresholds, nodes=nodes))
+        level = neighbour_level(observation)
+        forecast = None if level is None else forecasts.forecast_of(
+            obs, f"neighbour.{family}", level,
+            forecasts.baseline_total(before), forecast_config or ForecastConfig())
+        results.append(check_family(observation, before, thresholds, nodes=nodes,
+                                    forecast=forecast, forecast_config=forecast_config))
     return results
+
+
+def neighbour_level(obs: NeighbourObservation) -> Level | None:
+    """What the forecasts follow: the count sizing uses (``count_bounds``' high)."""
+    if obs.stats is None or obs.limits is None or "disabled" in obs.problems:
+        return None
+    _, high, _ = count_bounds(obs, obs.stats)
+    return Level(high, obs.limits.gc_thresh3, obs.stats.entries, obs.monotonic)
 
 
 def count_bounds(obs: NeighbourObservation, stats: NeighbourStats) -> tuple[int, int, bool]:
@@ -92,6 +110,8 @@ def check_family(
     t: NeighbourThresholds,
     *,
     nodes: int | None = None,
+    forecast: Forecast | None = None,
+    forecast_config: ForecastConfig | None = None,
 ) -> CheckResult:
     check_id = f"neighbour.{obs.family}"
     name = NAMES[obs.family]
@@ -150,8 +170,13 @@ def check_family(
                     f"{len(table.unreadable) if table else 'no'} namespaces unreadable)")
     if fulls_delta:
         status = Status.CRITICAL
+    if forecast is not None and forecast.level > Status.OK and status is not Status.UNKNOWN:
+        status = max(status, forecast.level)
+    evidence.update(forecasts.evidence(forecast))
 
     parts = [f"{name} table: {headline}"]
+    if forecast_words := forecasts.words(forecast):
+        parts.append(forecast_words)
     if low > g2:
         parts.append(f"above gc_thresh2 {g2} (forced GC runs)")
     if table is not None and low:
@@ -177,7 +202,8 @@ def check_family(
         summary="; ".join(parts),
         observed=low if exact else {"at_least": low, "at_most": high},
         limit=g3,
-        fix=_recommendation(obs.family, high, limits, t, status, nodes=nodes),
+        fix=_recommendation(obs.family, high, limits, t, status, nodes=nodes,
+                            forecast=forecast, config=forecast_config or ForecastConfig()),
         evidence=evidence,
     )
 
@@ -232,16 +258,17 @@ def _capacity(count: int, gc_thresh3: int, nodes: int | None) -> dict[str, Any]:
 
 
 def neighbour_target(count: int, gc_thresh3: int, t: NeighbourThresholds, *,
-                     nodes: int | None) -> tuple[float, int, str]:
+                     nodes: int | None, grown: str = "") -> tuple[float, int, str]:
     """(needed, target, why): the gc_thresh3 that holds ``count`` entries at the headroom
     (and, when the cluster size is known, twice the cluster at FORECAST_RATIO); that rounded
     up to 1,024 and never below today's; and why. Today's limit suffices when needed <= it.
 
     The one sizing rule for the neighbour tables: the check's fix and the planner use it.
+    ``grown`` says why ``count`` is more than today's (a forecast's growth), if it is.
     """
     needed = count / t.headroom_ratio
-    why = (f"Raise the thresholds so today's {count} entries use at most "
-           f"{t.headroom_ratio:.0%} of gc_thresh3")
+    what = f"the {count} entries {grown}" if grown else f"today's {count} entries"
+    why = f"Raise the thresholds so {what} use at most {t.headroom_ratio:.0%} of gc_thresh3"
     if nodes:
         forecast = GROWTH * count / FORECAST_RATIO
         if forecast > needed:
@@ -264,10 +291,14 @@ def neighbour_changes(family: str, target3: int, limits: NeighbourLimits,
 
 
 def _recommendation(family: str, count: int, limits: NeighbourLimits,
-                    t: NeighbourThresholds, status: Status, *,
-                    nodes: int | None) -> tuple[FixPart, ...]:
+                    t: NeighbourThresholds, status: Status, *, nodes: int | None,
+                    forecast: Forecast | None = None,
+                    config: ForecastConfig | None = None) -> tuple[FixPart, ...]:
     g3 = limits.gc_thresh3
-    needed, target3, why = neighbour_target(count, g3, t, nodes=nodes)
+    grown = forecasts.projected(count, forecast, config or ForecastConfig())
+    needed, target3, why = neighbour_target(
+        grown, g3, t, nodes=nodes,
+        grown=forecasts.growth_words(config or ForecastConfig()) if grown > count else "")
     if needed <= g3 and status is Status.OK:
         return ()
     reason = why + " (gc_thresh1/2 scaled 1:4:8 as the defaults)"

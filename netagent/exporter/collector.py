@@ -16,6 +16,7 @@ from prometheus_client.registry import Collector
 
 from netagent import __version__, catalog
 from netagent.config import Config
+from netagent.exporter import forecast
 from netagent.exporter.scrape import Scrape
 from netagent.state import AgentState
 
@@ -73,6 +74,7 @@ class NetagentCollector(Collector):
             up.add_metric([name], 1 if is_up else 0)
             duration.add_metric([name], source.run.duration_seconds)
         yield from out
+        yield from forecast.families(state.forecasts)
         status = GaugeMetricFamily(
             "netagent_check_status",
             "Check status: 0 ok, 1 warning, 2 critical, 3 unknown (netagent check's exit codes).",

@@ -4,8 +4,10 @@ Inputs: the observations (the tables' demand), the node's facts (current values,
 set in the administrator's sysctl files, the memory), netagent's journal and the
 configuration. Policy (docs/design.md §4.6):
 
-- only raise, never lower; act once a table holds ``trigger_ratio`` of its limit, or at once
-  while the kernel refuses entries (``table_fulls`` or conntrack ``drop`` rising);
+- only raise, never lower; act once a table holds ``trigger_ratio`` of its limit, or the
+  agent's forecast says it is full within ``horizon_seconds`` (then size for the count that
+  growth brings by then), or at once while the kernel refuses entries (``table_fulls`` or
+  conntrack ``drop`` rising);
 - size exactly as the check's fix does (``checks.neighbours.neighbour_target`` and
   ``neighbour_changes``, ``checks.conntrack.table_changes``): one rule, not two;
 - at most x4 per step, at most one change per key per ``cooldown_seconds`` (unless the
@@ -16,7 +18,7 @@ configuration. Policy (docs/design.md §4.6):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from netagent.checks.conntrack import table_changes
 from netagent.checks.dns import notrack_coverage
@@ -53,6 +55,8 @@ class Demand:
     count: int
     limit: int
     refusing: bool  # the kernel refused entries between the two samples
+    seconds_to_full: float | None = None  # the agent's forecast, when it says it fills
+    growth_per_second: float | None = None
 
 
 @dataclass(frozen=True)
@@ -109,7 +113,8 @@ def demands(obs: Observations) -> list[Demand]:
         b = before.families.get(family) if before else None
         refusing = bool(b and b.stats and o.stats.counters.get("table_fulls", 0)
                         > b.stats.counters.get("table_fulls", 0))
-        out.append(Demand(f"neighbour.{family}", count, o.limits.gc_thresh3, refusing))
+        out.append(_forecast(obs, Demand(f"neighbour.{family}", count, o.limits.gc_thresh3,
+                                         refusing)))
     ct = obs.get("conntrack", ConntrackObservation)
     ct_before = obs.get_baseline("conntrack", ConntrackObservation)
     if ct and ct.count is not None and ct.max:
@@ -117,8 +122,26 @@ def demands(obs: Observations) -> list[Demand]:
             ct.stats.counters.get("drop", 0) > ct_before.stats.counters.get("drop", 0)
             or ct.stats.counters.get("early_drop", 0)
             > ct_before.stats.counters.get("early_drop", 0)))
-        out.append(Demand("conntrack", ct.count, ct.max, refusing))
+        out.append(_forecast(obs, Demand("conntrack", ct.count, ct.max, refusing)))
     return out
+
+
+def _forecast(obs: Observations, d: Demand) -> Demand:
+    """``d`` with the agent's forecast of its table (``netagent remediate`` has none: it
+    does not act on a few seconds' rate)."""
+    f = (obs.forecasts or {}).get(d.table)
+    if f is None or f.seconds_to_full is None:
+        return d
+    return replace(d, seconds_to_full=f.seconds_to_full, growth_per_second=f.rate_per_second)
+
+
+def _sizing(d: Demand, r: RemediationConfig) -> int:
+    """The count to size for: today's, or when a forecast made the table due, the count
+    its growth brings within the horizon."""
+    if d.seconds_to_full is None or not d.growth_per_second or \
+            d.seconds_to_full > r.horizon_seconds:
+        return d.count
+    return max(d.count, int(d.count + d.growth_per_second * r.horizon_seconds))
 
 
 def plan(obs: Observations, facts: NodeFacts, journal: Journal, config: Config) -> Plan:
@@ -128,7 +151,9 @@ def plan(obs: Observations, facts: NodeFacts, journal: Journal, config: Config) 
     for d in tables:
         if d.limit <= 0:
             continue
-        due = d.count >= r.trigger_ratio * d.limit or d.refusing
+        forecast_due = d.seconds_to_full is not None and d.seconds_to_full <= r.horizon_seconds
+        due = d.count >= r.trigger_ratio * d.limit or d.refusing or forecast_due
+        size = _sizing(d, r)
         if d.table.startswith("neighbour."):
             family = d.table.split(".", 1)[1]
             values = {lvl: facts.values.get(f"net.{family}.neigh.default.gc_thresh{lvl}")
@@ -138,8 +163,10 @@ def plan(obs: Observations, facts: NodeFacts, journal: Journal, config: Config) 
             limits = NeighbourLimits(gc_thresh1=values[1] or 0, gc_thresh2=values[2] or 0,
                                      gc_thresh3=values[3] or 0, gc_interval=0,
                                      gc_stale_time=0)
-            _, target3, why = neighbour_target(d.count, d.limit, config.thresholds.neighbour,
-                                               nodes=config.nodes)
+            _, target3, why = neighbour_target(
+                size, d.limit, config.thresholds.neighbour, nodes=config.nodes,
+                grown=f"expected within the {r.horizon_seconds:g} s horizon"
+                if size > d.count else "")
             reason = _reason(d, r, why)
             for change in reversed(neighbour_changes(family, target3, limits,
                                                      reason).changes):
@@ -152,8 +179,8 @@ def plan(obs: Observations, facts: NodeFacts, journal: Journal, config: Config) 
                                               "only from the initial network namespace"))
                 continue
             buckets = facts.values.get(HASHSIZE)
-            changes = table_changes(d.count, d.limit, buckets, config.thresholds.conntrack)
-            reason = _reason(d, r, f"put {d.count} conntrack entries at most "
+            changes = table_changes(size, d.limit, buckets, config.thresholds.conntrack)
+            reason = _reason(d, r, f"put {size} conntrack entries at most "
                                    f"{config.thresholds.conntrack.headroom_ratio:.0%} of "
                                    f"nf_conntrack_max, buckets = max/4")
             for change in changes.changes:
@@ -176,6 +203,9 @@ def plan(obs: Observations, facts: NodeFacts, journal: Journal, config: Config) 
 def _reason(d: Demand, r: RemediationConfig, why: str) -> str:
     if d.refusing:
         head = f"{d.table}: the kernel refused entries ({d.count} of {d.limit})"
+    elif d.count < r.trigger_ratio * d.limit and d.seconds_to_full is not None:
+        head = (f"{d.table}: {d.count} of {d.limit} ({d.count / d.limit:.0%}), forecast full "
+                f"in {d.seconds_to_full:.0f} s (horizon {r.horizon_seconds:g} s)")
     else:
         head = (f"{d.table}: {d.count} of {d.limit} ({d.count / d.limit:.0%}, trigger "
                 f"{r.trigger_ratio:.0%})")

@@ -23,6 +23,8 @@ RUNBOOK_URL = "https://github.com/netagent/netagent/blob/main/daemonset/runbook.
 EXPECTED_ALERTS = {
     "NetagentNeighbourTableNearFull": "warning",
     "NetagentNeighbourTableFull": "critical",
+    "NetagentNeighbourTableFillingUp": "warning",
+    "NetagentConntrackTableFillingUp": "warning",
     "NetagentConntrackNearFull": "warning",
     "NetagentConntrackFull": "critical",
     "NetagentConntrackInsertFailed": "warning",

@@ -89,6 +89,12 @@ def test_the_promised_panels_are_there() -> None:
     conntrack = expr["Conntrack utilisation"]
     assert "netagent_conntrack_entries" in conntrack and "netagent_conntrack_max" in conntrack
     assert "netagent_overlay_peers_missing" in expr["Overlay peers missing"]
+    forecast = expr["Time to full (forecast)"]
+    assert "netagent_neighbour_exhaustion_seconds" in forecast
+    assert "netagent_conntrack_exhaustion_seconds" in forecast
+    assert by_title["Time to full (forecast)"]["fieldConfig"]["defaults"]["unit"] == "s"
+    assert "netagent_neighbour_nodes_until_full" in expr[
+        "Nodes until the neighbour table is full"]
 
     heatmap = by_title["DNS probe latency"]
     assert heatmap["type"] == "heatmap"

@@ -474,3 +474,49 @@ def test_check_reports_a_bug_in_one_source_as_unknown_with_its_traceback() -> No
     verbose = text_report.render(report, verbose=True)
     assert "Traceback (most recent call last)" in verbose and "KeyError: 'bug'" in verbose
     assert "Traceback" not in text_report.render(report)
+
+
+class RampingNeighbours:
+    """An IPv4 table growing by ``rate`` entries a second, until ``until`` entries."""
+
+    name = "neighbours"
+
+    def __init__(self, clock: FakeClock, *, start: int, rate: float, until: int) -> None:
+        self.clock, self.start, self.rate, self.until = clock, start, rate, until
+        self.t0 = clock()
+
+    def sample(self) -> NeighbourSnapshot:
+        return self.collect()
+
+    def collect(self) -> NeighbourSnapshot:
+        from tests.unit.test_neighbour_checks import observation
+
+        now = self.clock()
+        count = min(self.until, int(self.start + self.rate * (now - self.t0)))
+        return NeighbourSnapshot({"ipv4": observation(count, at=now)})
+
+
+def test_the_agent_forecasts_from_its_history_warns_and_exports_the_time_left() -> None:
+    """+0.5 entries/s from 300 of 1,024 entries, a sample every 15 s: the forecast warns within
+    the hour, the check says so, and the time left is exported while it fills."""
+    clock = FakeClock()
+    source = RampingNeighbours(clock, start=300, rate=0.5, until=390)
+    agent = Agent({"neighbours": source}, config(jitter=0), clock=clock, wait=clock.wait,
+                  rng=random.Random(1), consumers=[])
+    agent.run_source("neighbours", max_rounds=5)  # 60 s of history: fewer than 10 samples
+    assert agent.state().forecasts["neighbour.ipv4"].seconds_to_full is None
+    assert ("netagent_neighbour_exhaustion_seconds", (("family", "ipv4"),)) not in metrics(agent)
+    agent.run_source("neighbours", max_rounds=6)  # 10 samples, ~400 entries, growing
+    forecast = agent.state().forecasts["neighbour.ipv4"]
+    (check,) = agent.state().checks
+    assert forecast.seconds_to_full == pytest.approx((1024 - forecast.count) / 0.5, rel=0.05)
+    assert check.status is Status.WARNING  # 37% of gc_thresh3: only the forecast warns
+    assert "+30 entries/min, full in ~22 min" in check.summary
+    exported = metrics(agent)[("netagent_neighbour_exhaustion_seconds", (("family", "ipv4"),))]
+    assert exported == pytest.approx(forecast.seconds_to_full)
+    # demand stops growing at 390: within five collections the warning clears
+    agent.run_source("neighbours", max_rounds=2)
+    assert agent.state().forecasts["neighbour.ipv4"].count == 390
+    agent.run_source("neighbours", max_rounds=5)
+    assert agent.state().checks[0].status is Status.OK
+    assert ("netagent_neighbour_exhaustion_seconds", (("family", "ipv4"),)) not in metrics(agent)

@@ -22,6 +22,7 @@ from netagent.checks import conntrack, dns
 from netagent.config import ConntrackThresholds, DnsThresholds, NeighbourThresholds
 from netagent.model import (
     CheckResult,
+    NeighbourSnapshot,
     Observations,
     Report,
     SourceRun,
@@ -46,6 +47,10 @@ def _neighbours() -> list[CheckResult]:
         nb.check_family(nb.observation(1024, table_fulls=9, at=12.0),
                         nb.observation(1024, table_fulls=2), t, nodes=600),
         nb.check_family(nb.observation(450), None, t, nodes=300),
+        # growing by 2 entries/s between the two samples of `netagent check`
+        *nb.evaluate(Observations(
+            current={"neighbours": NeighbourSnapshot({"ipv4": nb.observation(400, at=12.0)})},
+            baseline={"neighbours": NeighbourSnapshot({"ipv4": nb.observation(396)})}), t),
     ]
 
 

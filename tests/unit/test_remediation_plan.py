@@ -15,6 +15,7 @@ from netagent.config import Config, NeighbourThresholds, RemediationConfig
 from netagent.model import (
     ConntrackObservation,
     DnsObservation,
+    Forecast,
     Journal,
     KeyRecord,
     NeighbourSnapshot,
@@ -203,3 +204,29 @@ def test_notrack_is_restored_then_removed() -> None:
 def test_a_gc_thresh3_ceiling_keeps_the_scaling_below_it() -> None:
     p = planner.plan(neighbours(1000), facts(), Journal(), config(ceilings=(f"{V4}3=1536",)))
     assert targets(p) == {f"{V4}3": 1536, f"{V4}2": 768, f"{V4}1": 192}
+
+
+def with_forecast(obs: Observations, seconds: float | None, rate: float | None,
+                  table: str = "neighbour.ipv4", count: int = 400) -> Observations:
+    forecast = Forecast(table=table, count=count, limit=1024, method="trend",
+                        span_seconds=3600, samples=240, rate_per_second=rate,
+                        seconds_to_full=seconds)
+    return dataclasses.replace(obs, forecasts={table: forecast})
+
+
+def test_a_forecast_within_the_horizon_acts_below_the_trigger_and_sizes_for_the_growth(
+) -> None:
+    """400 of 1,024 (39 %, below the 70 % trigger), growing 0.2 entries/s: full in 52 min,
+    within the default hour, so the thresholds are raised now, for the 1,120 entries an hour
+    of that growth brings (at 50 %: 2,240, rounded up to 3,072)."""
+    obs = with_forecast(neighbours(400), seconds=3120, rate=0.2)
+    p = planner.plan(obs, facts(), Journal(), config())
+    assert targets(p) == {f"{V4}3": 3072, f"{V4}2": 1536, f"{V4}1": 384}
+    assert "forecast full in 3120 s (horizon 3600 s)" in p.actions[0].reason
+    assert "1120 entries expected within the 3600 s horizon" in p.actions[0].reason
+    # beyond the horizon, or with no forecast (netagent remediate), nothing is due
+    for late in (with_forecast(neighbours(400), seconds=7200, rate=0.1),
+                 with_forecast(neighbours(400), seconds=None, rate=None), neighbours(400)):
+        assert not planner.plan(late, facts(), Journal(), config()).pending
+    # a shorter horizon waits longer
+    assert not planner.plan(obs, facts(), Journal(), config(horizon_seconds=1800)).pending
