@@ -417,10 +417,12 @@ class RemediationConsumer:
 
     name = "remediation"
 
-    def __init__(self, config: Config, *, now: Callable[[], float] = time.time) -> None:
+    def __init__(self, config: Config, *, now: Callable[[], float] = time.time,
+                 listeners: Sequence[Callable[[str, str, str], None]] = ()) -> None:
         self.config = config
         self.mode = config.remediation.mode
         self.now = now
+        self.listeners = list(listeners)  # (key, result, message) of each outcome
         self._status = RemediationStatus(mode=self.mode)
         self._actions: dict[tuple[str, str], int] = {}
         self._refused: set[tuple[str, str]] = set()
@@ -461,6 +463,7 @@ class RemediationConsumer:
             self._actions[(key, "refused")] = self._actions.get((key, "refused"), 0) + 1
             log.error("remediation refused %s: %s", key, reason,
                       extra={"event": "remediation_refused", "key": key, "error": reason})
+            self._tell(key, "refused", reason)
         self._refused = refused
         values = dict(facts.values)
         if self.mode == "apply" and (the_plan.pending or any(e.new for e in the_plan.elsewhere)):
@@ -487,8 +490,15 @@ class RemediationConsumer:
             managed={k: k not in elsewhere for k in values}, values=values,
             at_ceiling=frozenset(x.key for x in the_plan.refusals if x.ceiling))
 
+    def _tell(self, key: str, result: str, message: str) -> None:
+        for listener in self.listeners:
+            listener(key, result, message)
+
     def _log_outcome(self, o: Any, the_plan: Any) -> None:
         reason = next((a.reason for a in the_plan.actions if a.key == o.key), o.reason)
+        self._tell(o.key, "applied" if o.ok else "failed",
+                   f"{'' if o.before is None else o.before} -> {o.target} ({reason})"
+                   if o.ok else f"-> {o.target}: {o.reason}")
         if o.ok:
             log.warning("remediation: %s %s -> %s (%s)", o.key,
                         "" if o.before is None else o.before, o.target, reason,
@@ -553,11 +563,26 @@ def serve(config: Config, *, listen: str | None = None) -> None:
     Returns after a signal; raises ``NetagentError`` if the collector thread died.
     """
     host, port = parse_listen(listen or config.agent.listen)
+    import os
+
+    from netagent.kubereport import reporter as kube
+
     sources = build_sources(config)
-    remediation = (RemediationConsumer(config) if config.remediation.mode != "off"
-                   else None)
+    reporter = None
+    if kube.enabled(config, os.environ):
+        node = kube.node_name(config, os.environ)
+        if node:
+            reporter = kube.KubeReporter(config, node)
+        else:
+            log.error("kubernetes.report is on but no node name is known (set NODE_NAME or "
+                      "kubernetes.node_name): node conditions and events are not sent",
+                      extra={"event": "kube_error"})
+    remediation = (RemediationConsumer(config, listeners=[reporter.notify_action] if reporter
+                                       else [])
+                   if config.remediation.mode != "off" else None)
     agent = Agent(sources, config,
-                  consumers=[LogConsumer(), *([remediation] if remediation else [])])
+                  consumers=[LogConsumer(), *([remediation] if remediation else []),
+                             *([reporter] if reporter else [])])
     registry = make_registry(agent.state, config=config,
                              remediation=remediation.status if remediation else None)
     server = HttpServer(make_app(registry, ready=agent.ready), host=host, port=port)

@@ -76,6 +76,18 @@ class ForecastConfig:
 
 
 @dataclass(frozen=True)
+class KubernetesConfig:
+    """The `kubernetes:` section: node conditions and events on netagent's own Node."""
+
+    report: bool | None = None  # None: on when in a cluster (a service account) with a node name
+    node_name: str = ""  # empty: the NODE_NAME environment variable (the DaemonSet sets it)
+    heartbeat_seconds: float = 300.0  # conditions are re-sent at least this often (+ jitter)
+    event_namespace: str = "default"  # where the Node's events go, as the kubelet's do
+    event_burst: int = 25  # events per reason at once, then
+    event_refill_seconds: float = 300.0  # one more per this many seconds (client-go's)
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     kubeconfig: str | None = None  # else KUBECONFIG, else the pod's service account
     api_timeout_seconds: float = 10.0  # per request to the API server
@@ -179,6 +191,7 @@ class Config:
     dns: DnsConfig = field(default_factory=DnsConfig)
     remediation: RemediationConfig = field(default_factory=RemediationConfig)
     forecast: ForecastConfig = field(default_factory=ForecastConfig)
+    kubernetes: KubernetesConfig = field(default_factory=KubernetesConfig)
 
 
 # The largest cluster netagent sizes for: far above Kubernetes' tested 5,000 nodes, and the
@@ -194,6 +207,9 @@ _RANGES: dict[str, tuple[float, float]] = {
     "thresholds.neighbour.critical_ratio": (0.01, 1.0),
     "thresholds.neighbour.headroom_ratio": (0.05, 0.95),
     "agent.jitter": (0, 0.5),
+    "kubernetes.heartbeat_seconds": (10, 86400),
+    "kubernetes.event_burst": (1, 1000),
+    "kubernetes.event_refill_seconds": (1, 86400),
     "forecast.warning_seconds": (1, 30 * 86400),
     "forecast.critical_seconds": (1, 30 * 86400),
     "forecast.window_seconds": (10, 30 * 86400),

@@ -67,6 +67,32 @@ class KubeTarget:
     key_file: str | None = None
     key_data: bytes | None = None  # PEM
     insecure: bool = False
+    exec_plugin: ExecPlugin | None = None  # a credential plugin to run (EKS, GKE)
+
+
+@dataclass(frozen=True)
+class ExecPlugin:
+    """A kubeconfig ``user.exec``: a program that prints an ``ExecCredential`` (client-go's
+    client-go/plugin/pkg/client/auth/exec; ``aws eks get-token``, ``gke-gcloud-auth-plugin``)."""
+
+    command: str
+    args: tuple[str, ...]
+    env: tuple[tuple[str, str], ...]
+    api_version: str
+    where: str  # "kubeconfig /path: user 'x'"
+
+
+@dataclass(frozen=True)
+class ExecCredential:
+    """What a plugin printed: a token, or a client certificate and key, and until when."""
+
+    token: str | None
+    cert_data: bytes | None
+    key_data: bytes | None
+    expires: str | None  # status.expirationTimestamp (RFC 3339), None: until it fails
+
+
+EXEC_API_VERSIONS = ("client.authentication.k8s.io/v1", "client.authentication.k8s.io/v1beta1")
 
 
 def parse_node_page(body: bytes | str) -> NodePage:
@@ -252,11 +278,10 @@ def parse_kubeconfig(documents: Sequence[tuple[str, str]], *,
         if user_name not in users:
             raise ParseError(f"{where}: user '{user_name}' of context '{current}' not found")
         upath, user = users[user_name]
-    for unsupported in ("exec", "auth-provider"):
-        if user.get(unsupported):
-            raise ParseError(f"{upath}: user '{user_name}' authenticates with "
-                              f"'{unsupported}', which netagent does not run: give it a token "
-                              f"or a client certificate (a ServiceAccount token works)")
+    if user.get("auth-provider"):
+        raise ParseError(f"{upath}: user '{user_name}' authenticates with 'auth-provider' "
+                          "(removed from kubectl in 1.26), which netagent does not run: use "
+                          "the provider's exec plugin, a token or a client certificate")
     if user.get("username") or user.get("password"):
         raise ParseError(f"{upath}: user '{user_name}': basic authentication is not supported")
     return KubeTarget(
@@ -271,7 +296,66 @@ def parse_kubeconfig(documents: Sequence[tuple[str, str]], *,
         key_file=_path(user, "client-key", upath),
         key_data=_b64(user, "client-key-data", upath),
         insecure=_bool(cluster, "insecure-skip-tls-verify", cpath),
+        exec_plugin=_exec(user.get("exec"), upath, user_name or ""),
     )
+
+
+def _exec(section: Any, path: str, user: str) -> ExecPlugin | None:
+    """``user.exec`` as kubectl reads it: a command (relative to the kubeconfig's directory
+    when it holds a slash, else looked up on PATH), args, env and an apiVersion."""
+    if not section:
+        return None
+    where = f"{path}: user '{user}'"
+    if not isinstance(section, dict):
+        raise ParseError(f"{where}: 'exec' must be a mapping")
+    command = _opt(section, "command", where)
+    if not command:
+        raise ParseError(f"{where}: 'exec' has no command")
+    version = _opt(section, "apiVersion", where) or ""
+    if version not in EXEC_API_VERSIONS:
+        raise ParseError(f"{where}: exec apiVersion {shorten(version)} is not one netagent "
+                          f"speaks ({', '.join(EXEC_API_VERSIONS)})")
+    if "/" in command and not command.startswith("/"):
+        command = posixpath.normpath(posixpath.join(posixpath.dirname(path), command))
+    args = section.get("args") or []
+    if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+        raise ParseError(f"{where}: exec 'args' must be a list of strings")
+    env = []
+    for item in section.get("env") or []:
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str) \
+                or not isinstance(item.get("value"), str):
+            raise ParseError(f"{where}: exec 'env' entries need a name and a value")
+        env.append((item["name"], item["value"]))
+    return ExecPlugin(command=command, args=tuple(args), env=tuple(env), api_version=version,
+                      where=where)
+
+
+def parse_exec_credential(text: str, plugin: ExecPlugin) -> ExecCredential:
+    """The ``ExecCredential`` a plugin printed on its standard output."""
+    where = f"{plugin.where}: exec plugin {plugin.command}"
+    try:
+        doc = json.loads(text)
+    except ValueError as err:
+        raise ParseError(f"{where} did not print JSON: {err}") from err
+    if not isinstance(doc, dict) or doc.get("kind") != "ExecCredential":
+        raise ParseError(f"{where} did not print an ExecCredential")
+    if doc.get("apiVersion") != plugin.api_version:
+        raise ParseError(f"{where} answered {shorten(doc.get('apiVersion'))}, not "
+                          f"{plugin.api_version}")
+    status = doc.get("status")
+    if not isinstance(status, dict):
+        raise ParseError(f"{where}: the ExecCredential has no status")
+    token = _opt(status, "token", where)
+    if token and header_token_problem(token):
+        raise ParseError(f"{where}: its token {header_token_problem(token)}")
+    cert = _opt(status, "clientCertificateData", where)
+    key = _opt(status, "clientKeyData", where)
+    if not token and not (cert and key):
+        raise ParseError(f"{where}: the ExecCredential holds neither a token nor a client "
+                          "certificate and key")
+    return ExecCredential(token=token, cert_data=cert.encode() if cert else None,
+                          key_data=key.encode() if key else None,
+                          expires=_opt(status, "expirationTimestamp", where))
 
 
 def _server(value: Any, *, where: str) -> str:

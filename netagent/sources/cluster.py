@@ -20,19 +20,15 @@ from collections.abc import Callable, Mapping, Sequence
 
 from netagent.config import ClusterConfig, Config
 from netagent.errors import NetagentError, ParseError, SourceError
-from netagent.loaders import MAX_KUBECONFIG_BYTES, LoadError, read_text
 from netagent.model import ClusterInfo, NodePeer
 from netagent.parse.kube import (
     ACCEPT_METADATA,
     NODES_PATH,
     KubeTarget,
-    in_cluster_target,
-    parse_kubeconfig,
     parse_node_page,
 )
-from netagent.sources.kubeapi import KubeClient
+from netagent.sources.kubeapi import SERVICE_ACCOUNT_DIR, KubeClient, resolve_target
 
-SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 # 100 nodes a page: a metadata page with managedFields is then ~1 MB, and decoding it
 # ~10 MB of transient objects, so the agent stays inside its 60 MB RSS target while it
 # reads a 5,000-node list (50 pages, once per poll_seconds). Only NodePeer records are kept.
@@ -73,31 +69,8 @@ class ClusterSource:
     # -- credentials ------------------------------------------------------------------
     def target(self) -> KubeTarget | None:
         """Where to ask: the configured kubeconfig, ``KUBECONFIG``, or the pod's account."""
-        paths = [self.config.kubeconfig] if self.config.kubeconfig else [
-            p for p in self.env.get("KUBECONFIG", "").split(os.pathsep) if p]
-        if paths:
-            docs = []
-            for path in paths:
-                try:
-                    docs.append((path, read_text(path, limit=MAX_KUBECONFIG_BYTES,
-                                                 what="kubeconfig")))
-                except FileNotFoundError:
-                    continue  # kubectl skips missing KUBECONFIG entries too
-                except LoadError as err:
-                    raise SourceError(str(err)) from err
-            if not docs:
-                raise SourceError(f"kubeconfig not found: {os.pathsep.join(paths)}")
-            try:
-                return parse_kubeconfig(docs)
-            except NetagentError as err:
-                raise SourceError(f"kubeconfig: {err}") from err
-        host = self.env.get("KUBERNETES_SERVICE_HOST")
-        port = self.env.get("KUBERNETES_SERVICE_PORT")
-        token = os.path.join(self.service_account_dir, "token")
-        if host and port and os.path.exists(token):
-            return in_cluster_target(host=host, port=port, token_file=token,
-                                     ca_file=os.path.join(self.service_account_dir, "ca.crt"))
-        return None
+        return resolve_target(self.config, env=self.env,
+                              service_account_dir=self.service_account_dir)
 
     # -- the Source protocol ------------------------------------------------------------
     def sample(self) -> ClusterInfo | None:

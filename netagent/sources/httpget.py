@@ -1,10 +1,10 @@
-"""HTTP GETs on the standard library (http.client, ssl) with one deadline per exchange.
+"""HTTP requests on the standard library (http.client, ssl) with one deadline per exchange.
 
 Connecting, the TLS handshake, the request, the status line, the headers and the body share
 one deadline, enforced on every read of the socket (each ``recv`` waits at most for what is
 left of it), so a server that trickles a byte a second cannot hold a request past its
 timeout; the body is bounded too. The Kubernetes API client and the Prometheus client both
-speak through ``get``; what can go wrong becomes a ``SourceError`` naming the URL.
+speak through ``request``; what can go wrong becomes a ``SourceError`` naming the URL.
 """
 
 from __future__ import annotations
@@ -164,6 +164,16 @@ def get(endpoint: Endpoint, path: str, *, headers: Mapping[str, str], timeout: f
         max_body: int, context: ssl.SSLContext | None = None,
         clock: Callable[[], float] = time.monotonic) -> tuple[int, bytes]:
     """The status and the body of one GET; a failure to get them raises ``SourceError``."""
+    return request("GET", endpoint, path, headers=headers, timeout=timeout,
+                   max_body=max_body, context=context, clock=clock)
+
+
+def request(method: str, endpoint: Endpoint, path: str, *, headers: Mapping[str, str],
+            timeout: float, max_body: int, body: bytes | None = None,
+            context: ssl.SSLContext | None = None,
+            clock: Callable[[], float] = time.monotonic) -> tuple[int, bytes]:
+    """The status and the body of one request; a failure to get them raises
+    ``SourceError``."""
     where = f"{endpoint.url}{path.split('?', 1)[0]}"
     deadline = clock() + timeout
     conn: _Connection | _TLSConnection
@@ -173,9 +183,9 @@ def get(endpoint: Endpoint, path: str, *, headers: Mapping[str, str], timeout: f
         conn = _Connection(endpoint.host, endpoint.port, timeout=timeout)
     conn.deadline, conn.clock = deadline, clock
     try:
-        conn.request("GET", endpoint.prefix + path, headers=dict(headers))
+        conn.request(method, endpoint.prefix + path, body=body, headers=dict(headers))
         resp = conn.getresponse()
-        body = _read(resp, deadline, clock, max_body=max_body, where=where)
+        answer = _read(resp, deadline, clock, max_body=max_body, where=where)
     except TimeoutError as err:
         raise SourceError(f"{where}: no answer in {timeout:g} s") from err
     except ssl.SSLError as err:
@@ -187,7 +197,7 @@ def get(endpoint: Endpoint, path: str, *, headers: Mapping[str, str], timeout: f
         raise SourceError(f"{where}: {reason or type(err).__name__}") from err
     finally:
         conn.close()
-    return resp.status, body
+    return resp.status, answer
 
 
 def _read(resp: http.client.HTTPResponse, deadline: float, clock: Callable[[], float], *,

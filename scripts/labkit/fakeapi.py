@@ -2,7 +2,12 @@
 
 Enough of the real thing for netagent's cluster source: ``limit``/``continue`` paging (with
 or without ``remainingItemCount``, as servers before 1.15 answer), bearer-token checks with
-the API's ``Status`` bodies, injected failures and delays, optional TLS. It listens on a
+the API's ``Status`` bodies, injected failures and delays, optional TLS. And for its
+Kubernetes reporter: ``GET /api/v1/nodes/<name>``, a strategic-merge ``PATCH`` of
+``/api/v1/nodes/<name>/status`` (``status.conditions`` merged by ``type``, as the API's
+patchMergeKey says), ``POST /api/v1/namespaces/<ns>/events`` and a strategic-merge
+``PATCH`` of one event, with the API's answers (201 with the created Event, 404/415/422
+``Status`` bodies). It listens on a
 socket it is given or on 127.0.0.1, so traffic never leaves the host (or the lab namespace
 the socket was made in: see ``listen_in_namespace``).
 """
@@ -43,12 +48,26 @@ class FakeAPI:
         self.stuck_continue: str | None = None  # every page ends with this continue token
         self.page_body: bytes | None = None  # answer every 200 with this body instead
         self.requests: list[tuple[str, dict[str, str]]] = []  # (path, headers)
+        # every PATCH and POST: (method, path, content type, decoded body)
+        self.writes: list[tuple[str, str, str, Any]] = []
+        self.fail_writes: tuple[int, bytes] | None = None  # answer PATCH and POST with this
+        self.nodes: dict[str, dict[str, Any]] = {
+            item["metadata"]["name"]: node_object(item) for item in doc.get("items") or []
+            if isinstance(item, dict) and item.get("metadata", {}).get("name")}
+        self.events: dict[tuple[str, str], dict[str, Any]] = {}  # (namespace, name) -> Event
+        self._version = 100
         self._lock = threading.Lock()
         api = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 api._handle(self)
+
+            def do_PATCH(self) -> None:
+                api._write(self, "PATCH")
+
+            def do_POST(self) -> None:
+                api._write(self, "POST")
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -97,6 +116,13 @@ class FakeAPI:
         if self.token is not None and h.headers.get("Authorization") != f"Bearer {self.token}":
             return self._send(h, 401, status(401, "Unauthorized", "Unauthorized"))
         url = urllib.parse.urlsplit(h.path)
+        name = url.path.removeprefix("/api/v1/nodes/")
+        if url.path.startswith("/api/v1/nodes/") and "/" not in name:
+            with self._lock:
+                node = self.nodes.get(name)
+            if node is None:
+                return self._send(h, 404, status(404, "NotFound", f'nodes "{name}" not found'))
+            return self._send(h, 200, json.dumps(node).encode())
         if url.path != "/api/v1/nodes":
             return self._send(h, 404, status(404, "NotFound", "the server could not find the "
                                                               "requested resource"))
@@ -104,6 +130,81 @@ class FakeAPI:
         body = self.page_body if self.page_body is not None else json.dumps(
             self._page(query)).encode()
         self._send(h, 200, body)
+
+    def _write(self, h: BaseHTTPRequestHandler, method: str) -> None:
+        length = int(h.headers.get("Content-Length") or 0)
+        raw = h.rfile.read(length) if length else b""
+        kind = h.headers.get("Content-Type", "")
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        with self._lock:
+            self.writes.append((method, h.path, kind, body))
+            self.requests.append((h.path, dict(h.headers)))
+        if self.delay:
+            time.sleep(self.delay)
+        failure = self.fail_writes or self.fail
+        if failure is not None:
+            return self._send(h, *failure)
+        if self.token is not None and h.headers.get("Authorization") != f"Bearer {self.token}":
+            return self._send(h, 401, status(401, "Unauthorized", "Unauthorized"))
+        if not isinstance(body, dict):
+            return self._send(h, 400, status(400, "BadRequest", "the body is not a JSON "
+                                                                "object"))
+        if method == "PATCH" and kind != "application/strategic-merge-patch+json":
+            return self._send(h, 415, status(415, "UnsupportedMediaType",
+                                             f"the body of the request was in an unknown "
+                                             f"format - accepted media types include: "
+                                             f"application/json-patch+json, application/"
+                                             f"merge-patch+json, application/apply-patch+yaml"
+                                             f" (sent {kind})"))
+        path = urllib.parse.urlsplit(h.path).path
+        parts = path.strip("/").split("/")
+        with self._lock:
+            self._version += 1
+            if method == "PATCH" and len(parts) == 5 and parts[:3] == ["api", "v1", "nodes"] \
+                    and parts[4] == "status":
+                node = self.nodes.get(parts[3])
+                if node is None:
+                    return self._send(h, 404, status(404, "NotFound",
+                                                     f'nodes "{parts[3]}" not found'))
+                merge_node_status(node, body)
+                node["metadata"]["resourceVersion"] = str(self._version)
+                return self._send(h, 200, json.dumps(node).encode())
+            if len(parts) >= 5 and parts[:3] == ["api", "v1", "namespaces"] \
+                    and parts[4] == "events":
+                ns = parts[3]
+                if method == "POST" and len(parts) == 5:
+                    problem = event_problem(body, ns)
+                    if problem:
+                        named = (body.get("metadata") or {}).get("name", "")
+                        return self._send(h, 422, status(422, "Invalid",
+                                                         f'Event "{named}" is invalid: '
+                                                         f"{problem}"))
+                    event = dict(body)
+                    event["metadata"] = {**body["metadata"], "uid": f"ev-{self._version}",
+                                         "resourceVersion": str(self._version)}
+                    self.events[(ns, body["metadata"]["name"])] = event
+                    return self._send(h, 201, json.dumps(event).encode())
+                if method == "PATCH" and len(parts) == 6:
+                    found = self.events.get((ns, parts[5]))
+                    if found is None:
+                        return self._send(h, 404, status(404, "NotFound",
+                                                         f'events "{parts[5]}" not found'))
+                    found.update({k: v for k, v in body.items() if k != "metadata"})
+                    return self._send(h, 200, json.dumps(found).encode())
+        self._send(h, 404, status(404, "NotFound", "the server could not find the requested "
+                                                   "resource"))
+
+    def condition_writes(self) -> list[list[dict[str, Any]]]:
+        """The conditions of every PATCH of a node's status, in order."""
+        return [body["status"]["conditions"] for method, path, _, body in self.writes
+                if method == "PATCH" and path.endswith("/status")]
+
+    def event_writes(self) -> list[tuple[str, dict[str, Any]]]:
+        """("POST" or "PATCH", body) of every write to events, in order."""
+        return [(method, body) for method, path, _, body in self.writes if "/events" in path]
 
     def _page(self, query: dict[str, str]) -> dict[str, Any]:
         items = self.doc.get("items") or []
@@ -142,6 +243,59 @@ class FakeAPI:
         h.send_header("Content-Length", str(len(body)))
         h.end_headers()
         h.wfile.write(body)
+
+
+def node_object(item: dict[str, Any]) -> dict[str, Any]:
+    """A full Node as ``GET /api/v1/nodes/<name>`` answers, from a list item, with the
+    kubelet's own conditions (which netagent must never change)."""
+    name = item["metadata"]["name"]
+    node: dict[str, Any] = json.loads(json.dumps(item))
+    node.update(kind="Node", apiVersion="v1")
+    node["metadata"].setdefault("uid", f"uid-{name}")
+    node["metadata"].setdefault("resourceVersion", "1")
+    status_ = node.setdefault("status", {})
+    status_.setdefault("conditions", [
+        {"type": t, "status": s, "reason": r, "message": m,
+         "lastHeartbeatTime": "2026-12-01T00:00:00Z",
+         "lastTransitionTime": "2026-11-01T00:00:00Z"}
+        for t, s, r, m in (
+            ("MemoryPressure", "False", "KubeletHasSufficientMemory",
+             "kubelet has sufficient memory available"),
+            ("Ready", "True", "KubeletReady", "kubelet is posting ready status"))])
+    return node
+
+
+def merge_node_status(node: dict[str, Any], patch: dict[str, Any]) -> None:
+    """A strategic-merge patch of a Node's status: conditions by ``type``, the rest
+    replaced key by key."""
+    for key, value in (patch.get("status") or {}).items():
+        if key != "conditions":
+            node["status"][key] = value
+            continue
+        current = node["status"].setdefault("conditions", [])
+        for condition in value:
+            for i, old in enumerate(current):
+                if old.get("type") == condition.get("type"):
+                    current[i] = {**old, **condition}
+                    break
+            else:
+                current.append(condition)
+
+
+def event_problem(body: dict[str, Any], namespace: str) -> str | None:
+    """What the API's validation of a core/v1 Event would refuse, or None."""
+    meta, obj = body.get("metadata") or {}, body.get("involvedObject") or {}
+    if not meta.get("name"):
+        return "metadata.name: Required value: name or generateName is required"
+    if meta.get("namespace") not in (None, namespace):
+        return "metadata.namespace: Invalid value: does not match the namespace of the URL"
+    if not obj.get("kind") or not obj.get("name"):
+        return "involvedObject: Required value"
+    if body.get("type") not in ("Normal", "Warning"):
+        return f"type: Unsupported value: {body.get('type')!r}"
+    if not body.get("reason"):
+        return "reason: Required value"
+    return None
 
 
 def listen_in_namespace(netns_name: str) -> socket.socket:

@@ -285,6 +285,7 @@ def test_cluster_role_grants_only_what_the_agent_uses() -> None:
         ("", "nodes", "get"),
         ("", "nodes", "list"),
         ("", "nodes", "watch"),
+        ("", "nodes/status", "patch"),
         ("", "events", "create"),
         ("", "events", "patch"),
     }

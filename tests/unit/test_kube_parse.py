@@ -164,7 +164,11 @@ def test_kubeconfig_files_merge_first_wins() -> None:
     ("current-context: c\ncontexts:\n- name: c\n  context: {cluster: k, user: u}\n"
      "clusters:\n- name: k\n  cluster: {server: 'https://h'}\n"
      "users:\n- name: u\n  user:\n    exec: {command: aws}\n",
-     "'exec', which netagent does not run"),
+     "exec apiVersion '' is not one netagent speaks"),
+    ("current-context: c\ncontexts:\n- name: c\n  context: {cluster: k, user: u}\n"
+     "clusters:\n- name: k\n  cluster: {server: 'https://h'}\n"
+     "users:\n- name: u\n  user:\n    auth-provider: {name: gcp}\n",
+     "'auth-provider'"),
     ("current-context: c\ncontexts:\n- name: c\n  context: {cluster: k}\n"
      "clusters:\n- name: k\n  cluster: {server: 'ftp://h'}\n", "must be an http\\(s\\) URL"),
     ("- a list\n", "must be a mapping"),
@@ -293,3 +297,52 @@ def test_deeply_nested_answers_are_errors_not_crashes() -> None:
     with pytest.raises(ParseError, match="nested too deeply"):
         parse_node_page(body)
     assert "HTTP 500" in error_reason(500, body.encode())
+
+
+EKS = """\
+current-context: eks
+contexts:
+- name: eks
+  context: {cluster: eks, user: eks}
+clusters:
+- name: eks
+  cluster: {server: 'https://ABC.gr7.eu-west-1.eks.amazonaws.com'}
+users:
+- name: eks
+  user:
+    exec:
+      apiVersion: client.authentication.k8s.io/v1beta1
+      command: ./bin/aws
+      args: [--region, eu-west-1, eks, get-token, --cluster-name, prod]
+      env:
+      - {name: AWS_PROFILE, value: prod}
+      interactiveMode: IfAvailable
+      provideClusterInfo: false
+"""
+
+
+def test_exec_plugins_as_eks_writes_them() -> None:
+    from netagent.parse.kube import parse_exec_credential
+
+    target = parse_kubeconfig([("/home/op/.kube/config", EKS)])
+    plugin = target.exec_plugin
+    assert plugin is not None
+    assert plugin.command == "/home/op/.kube/bin/aws"  # relative to the kubeconfig
+    assert plugin.args[-1] == "prod" and plugin.env == (("AWS_PROFILE", "prod"),)
+    # what `aws eks get-token` prints
+    printed = json.dumps({"kind": "ExecCredential",
+                          "apiVersion": "client.authentication.k8s.io/v1beta1", "spec": {},
+                          "status": {"expirationTimestamp": "2026-12-02T11:14:00Z",
+                                     "token": "k8s-aws-v1.aHR0cHM6Ly9zdHM"}})
+    cred = parse_exec_credential(printed, plugin)
+    assert cred.token == "k8s-aws-v1.aHR0cHM6Ly9zdHM"
+    assert cred.expires == "2026-12-02T11:14:00Z"
+    for bad, message in (("not json", "did not print JSON"),
+                         (json.dumps({"kind": "ExecCredential", "apiVersion":
+                                      "client.authentication.k8s.io/v1", "status": {}}),
+                          "answered 'client.authentication.k8s.io/v1'"),
+                         (json.dumps({"kind": "ExecCredential", "apiVersion":
+                                      plugin.api_version, "status": {}}),
+                          "neither a token")):
+        with pytest.raises(ParseError, match=message):
+            parse_exec_credential(bad, plugin)

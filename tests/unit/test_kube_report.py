@@ -1,0 +1,279 @@
+"""Node conditions and events against the in-test API server (``labkit.fakeapi``), over real
+HTTP on loopback, with the reporter's clocks injected.
+
+The request and answer shapes are the API reference's: a strategic-merge patch of
+``/api/v1/nodes/<name>/status`` whose ``status.conditions`` merge by ``type``; core/v1
+Events created with ``POST /api/v1/namespaces/<ns>/events`` (201 and the Event), repeats
+patched; failures as ``Status`` bodies.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from labkit.fakeapi import FakeAPI, status
+
+from netagent.config import ClusterConfig, Config, KubernetesConfig
+from netagent.kubereport import conditions as plan
+from netagent.kubereport.reporter import KubeReporter, enabled
+from netagent.model import CheckResult, Status
+from netagent.parse.kube import KubeTarget
+from netagent.sources.kubeapi import KubeClient
+from netagent.state import AgentState, CheckTransition, Update
+
+NODE = "node-a"
+
+
+def node_list() -> dict[str, Any]:
+    return {"kind": "NodeList", "apiVersion": "v1", "metadata": {"resourceVersion": "7"},
+            "items": [{"metadata": {"name": NODE, "uid": "6f1c-node-a"}},
+                      {"metadata": {"name": "node-b", "uid": "77aa-node-b"}}]}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.mono, self.wall = 1000.0, 1_796_000_000.0
+
+    def tick(self, seconds: float) -> None:
+        self.mono += seconds
+        self.wall += seconds
+
+
+@pytest.fixture
+def api() -> Iterator[FakeAPI]:
+    with FakeAPI(node_list()) as server:
+        yield server
+
+
+def reporter(api: FakeAPI, clock: Clock, **k: Any) -> KubeReporter:
+    config = Config(kubernetes=KubernetesConfig(**k),
+                    cluster=ClusterConfig(api_timeout_seconds=1.0))
+    client = KubeClient(KubeTarget(server=api.url, origin="test"), timeout=1.0)
+    return KubeReporter(config, NODE, client=client, now=lambda: clock.wall,
+                        clock=lambda: clock.mono, rng=random.Random(3))
+
+
+def check(check_id: str, st: Status, summary: str = "") -> CheckResult:
+    return CheckResult(id=check_id, status=st, summary=summary or f"{check_id} is {st.label}")
+
+
+class States:
+    """Updates as the agent makes them: the new checks and the transitions since the last."""
+
+    def __init__(self) -> None:
+        self.checks: dict[str, CheckResult] = {}
+
+    def __call__(self, *checks: CheckResult) -> Update:
+        transitions = []
+        for c in checks:
+            before = self.checks.get(c.id)
+            if before is None or before.status is not c.status:
+                transitions.append(CheckTransition(before.status if before else None, c))
+            self.checks[c.id] = c
+        return Update(AgentState(checks=tuple(self.checks.values())), tuple(transitions))
+
+
+def ours(conditions: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in conditions}
+
+
+def test_warning_then_ok_patches_the_condition_and_records_events(api: FakeAPI) -> None:
+    clock, states = Clock(), States()
+    r = reporter(api, clock)
+    r.consume(states(check("neighbour.ipv4", Status.OK), check("neighbour.ipv6", Status.OK),
+                     check("dns.resolvers", Status.OK)))
+    first = ours(api.condition_writes()[-1])
+    assert first["NeighbourTablePressure"]["status"] == "False"
+    assert first["NeighbourTablePressure"]["reason"] == "NeighbourTablesOK"
+    assert first["DNSDegraded"]["status"] == "False"
+    assert "ConntrackTablePressure" not in first  # no conntrack check: no condition
+    assert api.event_writes() == []  # first verdicts that are ok are not news
+    since = first["NeighbourTablePressure"]["lastTransitionTime"]
+
+    clock.tick(30)
+    r.consume(states(check("neighbour.ipv4", Status.WARNING,
+                           "IPv4 neighbour (ARP) table: 600 of 1024 entries (59% of "
+                           "gc_thresh3); above gc_thresh2 512 (forced GC runs)")))
+    warned = ours(api.condition_writes()[-1])["NeighbourTablePressure"]
+    assert warned["status"] == "True" and warned["reason"] == "NeighbourIPv4Warning"
+    assert warned["message"].startswith("IPv4 neighbour (ARP) table: 600 of 1024")
+    assert warned["lastTransitionTime"] != since
+    (method, event), = api.event_writes()
+    assert method == "POST" and event["type"] == "Warning"
+    assert event["reason"] == "NeighbourIPv4Warning"
+    assert event["involvedObject"] == {"apiVersion": "v1", "kind": "Node", "name": NODE,
+                                       "uid": "6f1c-node-a"}
+    assert event["metadata"]["namespace"] == "default" and event["count"] == 1
+    assert event["message"].startswith("neighbour.ipv4 ok -> warning: IPv4 neighbour")
+
+    # the node carries the kubelet's conditions untouched, and netagent's merged by type
+    node = api.nodes[NODE]["status"]["conditions"]
+    kinds = [c["type"] for c in node]
+    assert kinds[:2] == ["MemoryPressure", "Ready"] and kinds.count("NeighbourTablePressure") == 1
+    assert next(c for c in node if c["type"] == "Ready")["reason"] == "KubeletReady"
+
+    clock.tick(30)
+    r.consume(states(check("neighbour.ipv4", Status.OK)))
+    cleared = ours(api.condition_writes()[-1])["NeighbourTablePressure"]
+    assert cleared["status"] == "False" and cleared["reason"] == "NeighbourTablesOK"
+    assert cleared["lastTransitionTime"] == plan.timestamp(clock.wall)
+    method, event = api.event_writes()[-1]
+    assert (method, event["type"], event["reason"]) == ("POST", "Normal", "NeighbourIPv4OK")
+
+
+def test_unchanged_conditions_send_nothing_until_the_heartbeat(api: FakeAPI) -> None:
+    clock, states = Clock(), States()
+    r = reporter(api, clock, heartbeat_seconds=300)
+    r.consume(states(check("conntrack.table", Status.WARNING, "conntrack 80%")))
+    assert len(api.condition_writes()) == 1
+    since = ours(api.condition_writes()[0])["ConntrackTablePressure"]["lastTransitionTime"]
+    for _ in range(8):  # four minutes of collections, messages changing, status not
+        clock.tick(30)
+        r.consume(states(check("conntrack.table", Status.WARNING, f"conntrack {clock.mono}")))
+    assert len(api.condition_writes()) == 1
+    clock.tick(90)  # past 300 s (+/- 10% jitter)
+    r.consume(states(check("conntrack.table", Status.WARNING, "conntrack 81%")))
+    assert len(api.condition_writes()) == 2
+    beat = ours(api.condition_writes()[1])["ConntrackTablePressure"]
+    assert beat["lastTransitionTime"] == since  # only the heartbeat moved
+    assert beat["lastHeartbeatTime"] == plan.timestamp(clock.wall)
+    assert beat["message"] == "conntrack 81%"
+
+
+def test_a_restart_keeps_the_transition_time_already_on_the_node(api: FakeAPI) -> None:
+    clock, states = Clock(), States()
+    reporter(api, clock).consume(states(check("overlay.flannel.1", Status.CRITICAL, "3 of 5")))
+    since = ours(api.condition_writes()[-1])["OverlayPeersMissing"]["lastTransitionTime"]
+    clock.tick(600)
+    again = reporter(api, clock)  # a new agent process, the same finding
+    again.consume(States()(check("overlay.flannel.1", Status.CRITICAL, "3 of 5")))
+    cond = ours(api.condition_writes()[-1])["OverlayPeersMissing"]
+    assert cond["reason"] == "OverlayFlannel1Critical" and cond["lastTransitionTime"] == since
+
+
+def test_identical_events_bump_count_and_events_are_rate_limited(api: FakeAPI) -> None:
+    clock = Clock()
+    r = reporter(api, clock, event_burst=3, event_refill_seconds=300)
+    r.consume(States()(check("dns.resolvers", Status.OK)))
+    for _ in range(2):  # the same remediation outcome twice
+        r.notify_action("net.ipv4.neigh.default.gc_thresh3", "refused", "at its ceiling 8192")
+    r.consume(States()(check("dns.resolvers", Status.OK)))
+    writes = api.event_writes()
+    assert [m for m, _ in writes] == ["POST", "PATCH"]
+    assert writes[0][1]["reason"] == "RemediationRefused" and writes[0][1]["type"] == "Warning"
+    assert writes[1][1]["count"] == 2 and "lastTimestamp" in writes[1][1]
+    (stored,) = api.events.values()
+    assert stored["count"] == 2
+    # a burst of three per reason, then one per 300 s
+    for k in range(5):
+        r.notify_action("net.netfilter.nf_conntrack_max", "failed", f"EPERM {k}")
+    r.consume(States()(check("dns.resolvers", Status.OK)))
+    failed = [b for m, b in api.event_writes() if m == "POST" and
+              b["reason"] == "RemediationFailed"]
+    assert len(failed) == 3 and r.limited == 2
+    clock.tick(301)
+    r.notify_action("net.netfilter.nf_conntrack_max", "failed", "EPERM 9")
+    r.consume(States()(check("dns.resolvers", Status.OK)))
+    assert len([b for m, b in api.event_writes() if b.get("reason") == "RemediationFailed"]) == 4
+    # an event gone from the API (events expire) is created again, not patched
+    api.events.clear()
+    r.notify_action("net.ipv4.neigh.default.gc_thresh3", "refused", "at its ceiling 8192")
+    r.consume(States()(check("dns.resolvers", Status.OK)))
+    assert [m for m, _ in api.event_writes()[-2:]] == ["PATCH", "POST"]
+
+
+@pytest.mark.parametrize("failure, words", [
+    ((403, status(403, "Forbidden", 'nodes "node-a" is forbidden: User "system:serviceaccount:'
+                  'netagent:netagent" cannot patch resource "nodes/status"')), "HTTP 403"),
+    ((409, status(409, "Conflict", "Operation cannot be fulfilled on nodes")), "HTTP 409"),
+    ((422, status(422, "Invalid", 'Node "node-a" is invalid')), "HTTP 422"),
+    ((500, status(500, "InternalError", "etcdserver: request timed out")), "HTTP 500"),
+])
+def test_write_errors_are_logged_once_and_reporting_carries_on(
+        api: FakeAPI, caplog: pytest.LogCaptureFixture, failure: tuple[int, bytes],
+        words: str) -> None:
+    clock, states = Clock(), States()
+    r = reporter(api, clock)
+    api.fail_writes = failure
+    flip = [Status.WARNING, Status.OK]
+    with caplog.at_level(logging.ERROR, logger="netagent.kubernetes"):
+        for k in range(6):  # six collections, each retried once the backoff has passed
+            r.consume(states(check("neighbour.ipv4", flip[k % 2])))
+            clock.tick(700)
+    errors = [rec for rec in caplog.records if rec.name == "netagent.kubernetes"]
+    assert len(errors) == 1 and words in errors[0].getMessage(), [
+        e.getMessage() for e in errors]
+    attempts = len(api.condition_writes())
+    assert attempts >= 5  # it kept trying, not once per collection but after each backoff
+    api.fail_writes = None
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="netagent.kubernetes"):
+        r.consume(states(check("neighbour.ipv4", Status.WARNING)))
+    assert ours(api.condition_writes()[-1])["NeighbourTablePressure"]["status"] == "True"
+    assert any("works again" in rec.getMessage() for rec in caplog.records)
+
+
+def test_an_unknown_node_a_slow_and_a_dead_server_are_each_logged_once(
+        caplog: pytest.LogCaptureFixture) -> None:
+    clock, states = Clock(), States()
+    with FakeAPI({"kind": "NodeList", "apiVersion": "v1", "items": []}) as empty:
+        r = reporter(empty, clock)
+        with caplog.at_level(logging.ERROR, logger="netagent.kubernetes"):
+            for _ in range(3):
+                r.consume(states(check("dns.resolvers", Status.WARNING)))
+                clock.tick(700)
+        assert empty.condition_writes() == []
+    with FakeAPI(node_list()) as slow:
+        slow.delay = 1.5  # past the 1 s timeout
+        r2 = reporter(slow, clock)
+        with caplog.at_level(logging.ERROR, logger="netagent.kubernetes"):
+            for _ in range(2):
+                r2.consume(states(check("dns.resolvers", Status.WARNING)))
+                clock.tick(700)
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    config = Config(kubernetes=KubernetesConfig(), cluster=ClusterConfig(api_timeout_seconds=1))
+    r3 = KubeReporter(config, NODE, client=KubeClient(KubeTarget(server=dead, origin="t"),
+                                                        timeout=1.0),
+                      now=lambda: clock.wall, clock=lambda: clock.mono)
+    with caplog.at_level(logging.ERROR, logger="netagent.kubernetes"):
+        for _ in range(3):
+            r3.consume(states(check("dns.resolvers", Status.WARNING)))
+            clock.tick(700)
+    messages = [rec.getMessage() for rec in caplog.records if rec.name == "netagent.kubernetes"]
+    assert len(messages) == 3, messages
+    assert "node node-a is not known to the API server" in messages[0]
+    assert "no answer in 1 s" in messages[1]
+    assert "connection refused" in messages[2]
+
+
+def test_conditions_reasons_and_the_default_switch() -> None:
+    got = plan.desired([check("neighbour.ipv4", Status.OK), check("neighbour.ipv6",
+                                                                  Status.UNKNOWN),
+                        check("conntrack.table", Status.OK),
+                        check("conntrack.errors", Status.CRITICAL, "drop +25")])
+    assert got["NeighbourTablePressure"] == plan.Condition(
+        "NeighbourTablePressure", "Unknown", "NeighbourIPv6Unknown", "neighbour.ipv6 is unknown")
+    assert got["ConntrackTablePressure"].status == "True"
+    assert got["ConntrackTablePressure"].reason == "ConntrackErrorsCritical"
+    assert plan.camel("dns.nodelocal") == "DNSNodeLocal"
+    config = Config()
+    assert not enabled(config, {"NODE_NAME": NODE})  # not in a cluster
+    assert enabled(config, {"NODE_NAME": NODE, "KUBERNETES_SERVICE_HOST": "10.96.0.1"})
+    assert not enabled(config, {"KUBERNETES_SERVICE_HOST": "10.96.0.1"})  # no node name
+    assert enabled(Config(kubernetes=KubernetesConfig(report=True)), {})
+    assert not enabled(Config(kubernetes=KubernetesConfig(report=False)),
+                       {"NODE_NAME": NODE, "KUBERNETES_SERVICE_HOST": "10.96.0.1"})
+
+
+def test_token_buckets_burst_then_refill() -> None:
+    b = plan.TokenBuckets(burst=2, refill_seconds=10)
+    assert [b.allow("r", 0.0) for _ in range(3)] == [True, True, False]
+    assert not b.allow("r", 5.0) and b.allow("r", 15.1)
+    assert b.allow("other", 15.1)  # per key
