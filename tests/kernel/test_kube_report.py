@@ -12,6 +12,7 @@ import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from labkit.fakeapi import FakeAPI, status
@@ -34,7 +35,7 @@ def lab() -> Iterator[Lab]:
             the_lab.down()
 
 
-def nodes() -> dict[str, object]:
+def nodes() -> dict[str, Any]:
     return {"kind": "NodeList", "apiVersion": "v1", "metadata": {"resourceVersion": "3"},
             "items": [{"metadata": {"name": NODE, "uid": "0d8e5b1c-lab-node"}},
                       {"metadata": {"name": "other", "uid": "11-other"}}]}
@@ -102,18 +103,31 @@ def test_warning_and_recovery_reach_the_node(lab: Lab, tmp_path: Path) -> None:
     assert '"event": "kube_error"' not in log
 
 
-@pytest.mark.parametrize("mode", ["403", "500", "slow", "dead"])
+WRITE_FAILURES = {
+    "403": (403, status(403, "Forbidden", 'nodes "lab-node" is forbidden: User "system:'
+                        'serviceaccount:netagent:netagent" cannot patch resource '
+                        '"nodes/status"')),
+    "409": (409, status(409, "Conflict", 'Operation cannot be fulfilled on nodes "lab-node":'
+                        " the object has been modified")),
+    "422": (422, status(422, "Invalid", 'Node "lab-node" is invalid: status.conditions[0]')),
+    "500": (500, status(500, "InternalError", "etcdserver: request timed out")),
+}
+
+
+@pytest.mark.parametrize("mode", [*WRITE_FAILURES, "404", "slow", "dead"])
 def test_a_failing_api_server_is_logged_once_and_the_agent_carries_on(
         tmp_path: Path, mode: str) -> None:
-    with FakeAPI(nodes()) as api:
+    doc = nodes()
+    if mode == "404":  # the API server does not know this node
+        doc["items"] = [item for item in doc["items"]
+                        if item["metadata"]["name"] != NODE]
+    with FakeAPI(doc) as api:
         server = api.url
-        if mode == "403":
-            api.fail_writes = (403, status(403, "Forbidden", "cannot patch nodes/status"))
-        elif mode == "500":
-            api.fail_writes = (500, status(500, "InternalError", "etcd timed out"))
+        if mode in WRITE_FAILURES:
+            api.fail_writes = WRITE_FAILURES[mode]
         elif mode == "slow":
             api.delay = 3.0  # past api_timeout_seconds
-        else:
+        elif mode == "dead":
             with socket.socket() as s:
                 s.bind(("127.0.0.1", 0))
                 server = f"http://127.0.0.1:{s.getsockname()[1]}"
@@ -132,3 +146,6 @@ def test_a_failing_api_server_is_logged_once_and_the_agent_carries_on(
     errors = [json.loads(line) for line in log.splitlines()
               if line.startswith("{") and '"kube_error"' in line]
     assert len(errors) == 1, errors
+    expected = {"404": "is not known to the API server", "slow": "no answer in 1 s",
+                "dead": "connection refused"}.get(mode, f"HTTP {mode}")
+    assert expected in errors[0]["msg"], errors
