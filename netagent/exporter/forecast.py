@@ -17,9 +17,9 @@ from netagent.model import Forecast
 def families(forecasts: Mapping[str, Forecast]) -> Iterator[Metric]:
     neighbour = GaugeMetricFamily(
         "netagent_neighbour_exhaustion_seconds",
-        "Forecast seconds until the neighbour table reaches gc_thresh3 (the later of the "
-        "long-term and the recent trend, or the cluster's node growth); absent when it is "
-        "not forecast to fill.", labels=["family"])
+        "Forecast seconds until the neighbour table reaches gc_thresh3 (the long-term "
+        "growth while the recent trend confirms it, or the cluster's node growth, whichever "
+        "is sooner); absent when it is not forecast to fill.", labels=["family"])
     conntrack = GaugeMetricFamily(
         "netagent_conntrack_exhaustion_seconds",
         "Forecast seconds until the conntrack table reaches nf_conntrack_max; absent when "

@@ -141,7 +141,9 @@ class KubeReporter:
         if self._uid is not None:
             return
         try:
-            body = self._request("read the Node", "GET", f"/api/v1/nodes/{self.node}")
+            # resourceVersion=0: served from the API server's watch cache, not etcd
+            body = self._request("read the Node", "GET",
+                                 f"/api/v1/nodes/{self.node}?resourceVersion=0")
         except KubeError as err:
             if err.status == 404:
                 raise KubeError(f"node {self.node} is not known to the API server (is "

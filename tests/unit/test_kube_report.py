@@ -87,6 +87,7 @@ def test_warning_then_ok_patches_the_condition_and_records_events(api: FakeAPI) 
     r = reporter(api, clock)
     r.consume(states(check("neighbour.ipv4", Status.OK), check("neighbour.ipv6", Status.OK),
                      check("dns.resolvers", Status.OK)))
+    assert api.requests[0][0] == f"/api/v1/nodes/{NODE}?resourceVersion=0"  # watch cache
     first = ours(api.condition_writes()[-1])
     assert first["NeighbourTablePressure"]["status"] == "False"
     assert first["NeighbourTablePressure"]["reason"] == "NeighbourTablesOK"
