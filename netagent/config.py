@@ -61,7 +61,7 @@ class Thresholds:
 
 @dataclass(frozen=True)
 class ForecastConfig:
-    """The `forecast:` section: time to full from the agent's history (docs/design.md §2.7)."""
+    """The `forecast:` section: time to full from the agent's history (docs/design.md §4.7)."""
 
     warning_seconds: float = 3600.0  # a table forecast full within this warns
     critical_seconds: float = 900.0  # and within this is critical

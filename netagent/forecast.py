@@ -1,4 +1,4 @@
-"""When will a table be full? Forecasts from the agent's own history (docs/design.md §2.7).
+"""When will a table be full? Forecasts from the agent's own history (docs/design.md §4.7).
 
 Pure arithmetic on (time, count) samples, no I/O. Each series keeps two independent
 estimators of its growth, both O(1) per sample and bounded in memory:

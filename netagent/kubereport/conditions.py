@@ -2,7 +2,7 @@
 patch that sets them, events, and the two filters events pass (client-go's way). Pure.
 
 netagent owns four condition types on its Node, one per group of checks (docs/design.md
-§5, README "Kubernetes reporting"): ``status`` is True when the worst check of the group is
+§4.8, README "Kubernetes reporting"): ``status`` is True when the worst check of the group is
 warning or critical, False when all are ok, Unknown when the worst is unknown. The patch
 carries only these types: ``status.conditions`` merges by ``type`` under a strategic-merge
 patch, so the kubelet's own conditions (Ready, MemoryPressure, ...) are never touched.

@@ -240,6 +240,8 @@ def test_config_file_is_in_the_configmap() -> None:
             "neighbour": {"warning_ratio": 0.8, "critical_ratio": 0.95},
             "conntrack": {"warning_ratio": 0.75, "critical_ratio": 0.9},
         },
+        "forecast": {"warning_seconds": 3600, "critical_seconds": 900},
+        "kubernetes": {"heartbeat_seconds": 300, "event_namespace": "default"},
     }
     assert "example" in (BASE / "configmap.yaml").read_text().lower()
 
@@ -267,6 +269,15 @@ def test_example_thresholds_match_the_alerts() -> None:
     for alert, ratio in pairs.items():
         threshold = re.compile(rf">\s*{re.escape(str(ratio))}(?![\d.])")
         assert threshold.search(expr[alert]), f"{alert} does not use the example ratio {ratio}"
+
+
+def test_example_forecast_horizon_matches_the_filling_up_alerts() -> None:
+    forecast = yaml.safe_load(only("ConfigMap")["data"]["config.yaml"])["forecast"]
+    rules = yaml.safe_load((DAEMONSET / "alerts.yaml").read_text())["groups"][0]["rules"]
+    expr = {rule["alert"]: rule["expr"] for rule in rules}
+    for alert in ("NetagentNeighbourTableFillingUp", "NetagentConntrackTableFillingUp"):
+        assert re.search(rf"_exhaustion_seconds < {forecast['warning_seconds']}$",
+                         expr[alert]), f"{alert} does not use forecast.warning_seconds"
 
 
 # --- RBAC ----------------------------------------------------------------------------
