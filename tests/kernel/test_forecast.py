@@ -140,7 +140,10 @@ def test_a_ramp_that_stops_at_40_percent_raises_no_critical_and_clears(
     assert r.drop is None
     assert all(status != "critical" for _, status in seen), seen
     assert seen and seen[-1][1] == "ok", seen
-    if any(status == "warning" for _, status in seen):
-        cleared = seen[-1][0]
-        # five collections after the demand stopped (plus one for the last step's sample)
-        assert cleared - end <= 6 * INTERVAL + 0.5, (cleared - end, seen)
+    # the ramp is fast enough for the scaled forecast to warn on its way up (so the clearing
+    # below is exercised, not skipped)
+    assert any(status == "warning" for _, status in seen), seen
+    cleared = seen[-1][0]
+    # five collections after the demand stopped (plus one for the last step's sample)
+    assert cleared - end <= 6 * INTERVAL + 0.5, (cleared - end, seen)
+    print(f"warning cleared {cleared - end:.1f} s after the demand stopped")
