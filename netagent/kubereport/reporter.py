@@ -13,7 +13,9 @@ API server never delays a collection. Per update it sends at most:
 
 Errors are logged once per kind (the operation and the HTTP status, or the failure) until
 the API answers again; while it fails, requests back off from 10 s to the heartbeat.
-Events that arrive meanwhile wait in a bounded queue (the oldest dropped).
+Events that arrive meanwhile wait in a bounded queue (the oldest dropped). An event the API
+refuses for good (400, 403, 404, 409, 422: no RBAC for events, a missing namespace) is
+dropped and the refusal logged once, so it cannot hold back the conditions.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ from netagent.state import CheckTransition, Update
 log = logging.getLogger("netagent.kubernetes")
 
 MAX_QUEUED_EVENTS = 100
+# Answers to an event write that a retry would get again: bad request, forbidden (no RBAC
+# for events), invalid. 404 on a repeat's PATCH is handled where it happens.
+REFUSED_FOR_GOOD = frozenset({400, 403, 404, 409, 422})
 FIRST_BACKOFF = 10.0
 JITTER = 0.1
 
@@ -85,8 +90,10 @@ class KubeReporter:
         self._buckets = plan.TokenBuckets(burst=self.k.event_burst,
                                           refill_seconds=self.k.event_refill_seconds)
         self._cache = plan.EventCache()
+        self._refused_kinds: set[str] = set()  # event errors logged (the events dropped)
         self.requests = 0
         self.limited = 0  # events the rate limit dropped
+        self.dropped = 0  # events the API refused for good
 
     # -- from other threads ------------------------------------------------------------
     def notify_action(self, key: str, result: str, message: str) -> None:
@@ -188,7 +195,21 @@ class KubeReporter:
                 if not self._queue:
                     return
                 event = self._queue[0]
-            self._record(event)
+            try:
+                self._record(event)
+            except KubeError as err:
+                if err.status not in REFUSED_FOR_GOOD:
+                    raise  # the server's trouble (5xx, 429): kept, tried again later
+                # Sending this event again would be refused again: drop it, so one event
+                # the API will never take (no RBAC for events, an invalid body) does not
+                # hold back the others or the conditions behind a growing backoff.
+                self.dropped += 1
+                kind = f"{getattr(err, 'op', 'record an event')}: HTTP {err.status}"
+                if kind not in self._refused_kinds:
+                    self._refused_kinds.add(kind)
+                    log.error("Kubernetes reporting: cannot %s: %s (event dropped; carrying "
+                              "on; said once)", getattr(err, "op", "record an event"), err,
+                              extra={"event": "kube_error", "error": str(err)})
             with self._lock:
                 if self._queue and self._queue[0] is event:
                     self._queue.popleft()

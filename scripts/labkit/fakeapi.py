@@ -51,6 +51,7 @@ class FakeAPI:
         # every PATCH and POST: (method, path, content type, decoded body)
         self.writes: list[tuple[str, str, str, Any]] = []
         self.fail_writes: tuple[int, bytes] | None = None  # answer PATCH and POST with this
+        self.fail_events: tuple[int, bytes] | None = None  # answer writes of events with this
         self.nodes: dict[str, dict[str, Any]] = {
             item["metadata"]["name"]: node_object(item) for item in doc.get("items") or []
             if isinstance(item, dict) and item.get("metadata", {}).get("name")}
@@ -145,6 +146,8 @@ class FakeAPI:
         if self.delay:
             time.sleep(self.delay)
         failure = self.fail_writes or self.fail
+        if failure is None and "/events" in h.path:
+            failure = self.fail_events
         if failure is not None:
             return self._send(h, *failure)
         if self.token is not None and h.headers.get("Authorization") != f"Bearer {self.token}":

@@ -219,6 +219,36 @@ def test_write_errors_are_logged_once_and_reporting_carries_on(
     assert any("works again" in rec.getMessage() for rec in caplog.records)
 
 
+@pytest.mark.parametrize("code, reason", [(403, "Forbidden"), (404, "NotFound"),
+                                          (422, "Invalid")])
+def test_events_refused_for_good_are_dropped_and_hold_back_nothing(
+        api: FakeAPI, caplog: pytest.LogCaptureFixture, code: int, reason: str) -> None:
+    clock, states = Clock(), States()
+    r = reporter(api, clock)
+    api.fail_events = (code, status(code, reason, 'events is forbidden: User "system:'
+                                    'serviceaccount:netagent:netagent" cannot create '
+                                    'resource "events"'))
+    flip = [Status.WARNING, Status.OK]
+    with caplog.at_level(logging.ERROR, logger="netagent.kubernetes"):
+        for k in range(6):  # a status change at every collection, 30 s apart
+            r.consume(states(check("neighbour.ipv4", flip[k % 2])))
+            clock.tick(30)
+    # every change reached the Node at once: no backoff behind the refused events
+    statuses = [ours(c)["NeighbourTablePressure"]["status"] for c in api.condition_writes()]
+    assert statuses == ["True", "False"] * 3
+    assert r.dropped == 6 and not r._queue
+    errors = [rec.getMessage() for rec in caplog.records if rec.name == "netagent.kubernetes"]
+    assert len(errors) == 1 and f"HTTP {code}" in errors[0] and "dropped" in errors[0], errors
+    # a server error is not refusal for good: the event is kept and sent once it answers
+    api.fail_events = (500, status(500, "InternalError", "etcdserver: request timed out"))
+    r.consume(states(check("neighbour.ipv4", Status.WARNING)))
+    assert r.dropped == 6 and len(r._queue) == 1
+    api.fail_events = None
+    clock.tick(700)
+    r.consume(states(check("neighbour.ipv4", Status.WARNING)))
+    assert not r._queue and api.event_writes()[-1][1]["reason"] == "NeighbourIPv4Warning"
+
+
 def test_an_unknown_node_a_slow_and_a_dead_server_are_each_logged_once(
         caplog: pytest.LogCaptureFixture) -> None:
     clock, states = Clock(), States()
