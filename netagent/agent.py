@@ -584,7 +584,8 @@ def serve(config: Config, *, listen: str | None = None) -> None:
                   consumers=[LogConsumer(), *([remediation] if remediation else []),
                              *([reporter] if reporter else [])])
     registry = make_registry(agent.state, config=config,
-                             remediation=remediation.status if remediation else None)
+                             remediation=remediation.status if remediation else None,
+                             kubernetes=reporter.status if reporter else None)
     server = HttpServer(make_app(registry, ready=agent.ready), host=host, port=port)
 
     # The handler only records the signal. Setting the agent's Event from a handler could

@@ -83,3 +83,14 @@ class RemediationStatus:
     managed: Mapping[str, bool] = field(default_factory=dict)
     values: Mapping[str, int | None] = field(default_factory=dict)
     at_ceiling: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class KubeReportStatus:
+    """What the Kubernetes reporter exports: its requests by operation and HTTP status
+    ("none" when no answer came), the events it dropped by why, and whether the API took
+    its last attempt (None before the first)."""
+
+    requests: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    dropped: Mapping[str, int] = field(default_factory=dict)
+    up: bool | None = None

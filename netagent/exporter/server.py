@@ -24,8 +24,9 @@ from prometheus_client import CollectorRegistry, ProcessCollector, make_wsgi_app
 from netagent.config import Config
 from netagent.errors import ConfigError
 from netagent.exporter.collector import NetagentCollector
+from netagent.exporter.kubernetes import KubeReportCollector
 from netagent.exporter.remediation import RemediationCollector
-from netagent.state import AgentState, RemediationStatus
+from netagent.state import AgentState, KubeReportStatus, RemediationStatus
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +35,16 @@ Environ = dict[str, Any]
 
 
 def make_registry(latest: Callable[[], AgentState], *, config: Config | None = None,
-                  remediation: Callable[[], RemediationStatus | None] | None = None
+                  remediation: Callable[[], RemediationStatus | None] | None = None,
+                  kubernetes: Callable[[], KubeReportStatus] | None = None
                   ) -> CollectorRegistry:
     """Our collector plus the standard ``process_*`` series (RSS, CPU, open fds)."""
     registry = CollectorRegistry()
     registry.register(NetagentCollector(latest, config=config))
     if remediation is not None:
         registry.register(RemediationCollector(remediation))
+    if kubernetes is not None:
+        registry.register(KubeReportCollector(kubernetes))
     ProcessCollector(registry=registry)
     return registry
 

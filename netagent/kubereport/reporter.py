@@ -35,11 +35,14 @@ from netagent.errors import NetagentError
 from netagent.kubereport import conditions as plan
 from netagent.kubereport.conditions import Event
 from netagent.sources.kubeapi import STRATEGIC_MERGE, KubeClient, KubeError, resolve_target
-from netagent.state import CheckTransition, Update
+from netagent.state import CheckTransition, KubeReportStatus, Update
 
 log = logging.getLogger("netagent.kubernetes")
 
 MAX_QUEUED_EVENTS = 100
+# The reporter's requests: the metric's operation label -> how errors name them.
+OPERATIONS = {"get_node": "read the Node", "patch_node_status": "patch the Node's conditions",
+              "create_event": "create an event", "patch_event": "update an event"}
 # Answers to an event write that a retry would get again: bad request, forbidden (no RBAC
 # for events), invalid. 404 on a repeat's PATCH is handled where it happens.
 REFUSED_FOR_GOOD = frozenset({400, 403, 404, 409, 422})
@@ -86,27 +89,54 @@ class KubeReporter:
         self._backoff = FIRST_BACKOFF
         self._failing: set[str] = set()  # kinds of error logged since the last success
         self._queue: deque[Event] = deque(maxlen=MAX_QUEUED_EVENTS)
-        self._lock = threading.Lock()  # guards _queue: remediation's thread adds to it
+        # guards _queue (remediation's thread adds to it) and the counters (scrapes read them)
+        self._lock = threading.Lock()
         self._buckets = plan.TokenBuckets(burst=self.k.event_burst,
                                           refill_seconds=self.k.event_refill_seconds)
         self._cache = plan.EventCache()
         self._refused_kinds: set[str] = set()  # event errors logged (the events dropped)
-        self.requests = 0
-        self.limited = 0  # events the rate limit dropped
-        self.dropped = 0  # events the API refused for good
+        self._requests: dict[tuple[str, str], int] = {}  # (operation, HTTP code) -> count
+        self._dropped: dict[str, int] = {}  # why -> events not recorded
+        self._up: bool | None = None  # whether the last attempt reached the API
+
+    @property
+    def limited(self) -> int:
+        """Events the rate limit dropped."""
+        return self._dropped.get("rate_limited", 0)
+
+    @property
+    def dropped(self) -> int:
+        """Events the API refused for good."""
+        return self._dropped.get("refused", 0)
+
+    def status(self) -> KubeReportStatus:
+        """A snapshot for the exporter (any thread)."""
+        with self._lock:
+            return KubeReportStatus(requests=dict(self._requests), dropped=dict(self._dropped),
+                                    up=self._up)
+
+    def _drop(self, why: str) -> int:
+        with self._lock:
+            self._dropped[why] = self._dropped.get(why, 0) + 1
+            return self._dropped[why]
+
+    def _enqueue(self, events: list[Event]) -> None:
+        with self._lock:
+            full = max(0, len(self._queue) + len(events) - MAX_QUEUED_EVENTS)
+            if full:
+                self._dropped["queue_full"] = self._dropped.get("queue_full", 0) + full
+            self._queue.extend(events)  # the deque drops the oldest beyond its length
 
     # -- from other threads ------------------------------------------------------------
     def notify_action(self, key: str, result: str, message: str) -> None:
         """A remediation outcome (applied, failed, refused), recorded with the next update."""
-        with self._lock:
-            self._queue.append(plan.action_event(key, result, message))
+        self._enqueue([plan.action_event(key, result, message)])
 
     # -- the consumer ------------------------------------------------------------------
     def consume(self, update: Update) -> None:
         events = [e for t in update.transitions if isinstance(t, CheckTransition)
                   for e in [plan.check_event(t.after, t.before)] if e is not None]
-        with self._lock:
-            self._queue.extend(events)
+        self._enqueue(events)
         if self.clock() < self._retry_at:
             return
         try:
@@ -116,6 +146,8 @@ class KubeReporter:
         except NetagentError as err:
             self._failed(err)
             return
+        with self._lock:
+            self._up = True
         if self._failing:
             log.info("Kubernetes reporting works again", extra={"event": "kube_recovered"})
             self._failing.clear()
@@ -131,15 +163,22 @@ class KubeReporter:
             self._client = KubeClient(target, timeout=self.config.cluster.api_timeout_seconds)
         return self._client
 
-    def _request(self, op: str, method: str, path: str, body: Any = None,
+    def _request(self, operation: str, method: str, path: str, body: Any = None,
                  content_type: str = "application/json") -> bytes:
-        self.requests += 1
+        """One request; ``operation`` names it in metrics (``OPERATIONS``) and in errors."""
+        code = "none"
         try:
             answer: bytes = self._api().request(method, path, body=body,
                                                 content_type=content_type)
-        except KubeError as err:
-            err.op = op  # type: ignore[attr-defined]
+            code = "200"
+        except NetagentError as err:  # KubeError (an HTTP status) or no answer at all
+            code = str(getattr(err, "status", "none"))
+            err.op = OPERATIONS[operation]  # type: ignore[attr-defined]
             raise
+        finally:
+            with self._lock:
+                key = (operation, code)
+                self._requests[key] = self._requests.get(key, 0) + 1
         return answer
 
     def _node(self) -> None:
@@ -149,7 +188,7 @@ class KubeReporter:
             return
         try:
             # resourceVersion=0: served from the API server's watch cache, not etcd
-            body = self._request("read the Node", "GET",
+            body = self._request("get_node", "GET",
                                  f"/api/v1/nodes/{self.node}?resourceVersion=0")
         except KubeError as err:
             if err.status == 404:
@@ -181,7 +220,7 @@ class KubeReporter:
             if self._known.get(ctype) != c.status:
                 transitions[ctype] = plan.timestamp(wall)
         body = plan.status_patch(list(want.values()), now=wall, transitions=transitions)
-        self._request("patch the Node's conditions", "PATCH",
+        self._request("patch_node_status", "PATCH",
                       f"/api/v1/nodes/{self.node}/status", body, STRATEGIC_MERGE)
         self._transitions = transitions
         self._sent = {t: (c.status, c.reason) for t, c in want.items()}
@@ -203,7 +242,7 @@ class KubeReporter:
                 # Sending this event again would be refused again: drop it, so one event
                 # the API will never take (no RBAC for events, an invalid body) does not
                 # hold back the others or the conditions behind a growing backoff.
-                self.dropped += 1
+                self._drop("refused")
                 kind = f"{getattr(err, 'op', 'record an event')}: HTTP {err.status}"
                 if kind not in self._refused_kinds:
                     self._refused_kinds.add(kind)
@@ -218,14 +257,14 @@ class KubeReporter:
         ns, wall = self.k.event_namespace, self.now()
         seen = self._cache.get(event)
         if not self._buckets.allow((event.reason, self.node), self.clock()):
-            self.limited += 1
-            if self.limited == 1 or self.limited % 100 == 0:
+            limited = self._drop("rate_limited")
+            if limited == 1 or limited % 100 == 0:
                 log.warning("events for %s: rate limit reached, %d dropped so far",
-                            self.node, self.limited, extra={"event": "kube_event_limited"})
+                            self.node, limited, extra={"event": "kube_event_limited"})
             return
         if seen is not None:
             try:
-                self._request("update an event", "PATCH",
+                self._request("patch_event", "PATCH",
                               f"/api/v1/namespaces/{ns}/events/{seen.name}",
                               {"count": seen.count + 1, "lastTimestamp": plan.timestamp(wall)},
                               STRATEGIC_MERGE)
@@ -237,7 +276,7 @@ class KubeReporter:
                 self._cache.forget(event)
         name = f"{self.node}.{time.time_ns():x}"
         assert self._uid is not None
-        self._request("create an event", "POST", f"/api/v1/namespaces/{ns}/events",
+        self._request("create_event", "POST", f"/api/v1/namespaces/{ns}/events",
                       plan.event_body(event, name=name, namespace=ns, node=self.node,
                                       uid=self._uid, now=wall))
         self._cache.put(event, plan.Recorded(name, 1))
@@ -246,6 +285,8 @@ class KubeReporter:
         op = getattr(err, "op", "reach the API server")
         status = getattr(err, "status", None)
         kind = f"{op}: HTTP {status}" if status else f"{op}: {err}"
+        with self._lock:
+            self._up = False
         self._retry_at = self.clock() + self._backoff * (1 + self.rng.uniform(0, JITTER))
         self._backoff = min(self._backoff * 2, max(FIRST_BACKOFF, self.k.heartbeat_seconds))
         if kind in self._failing or len(self._failing) >= 50:

@@ -38,6 +38,7 @@ EXPECTED_ALERTS = {
     "NetagentNodeUnlikeFleet": "warning",
     "NetagentRemediationFailed": "warning",
     "NetagentRemediationCeilingReached": "critical",
+    "NetagentKubernetesReportingFailing": "warning",
 }
 # What each fleet recording rule's `metric` label names: `netagent fleet`'s metrics.
 RECORDED_LABELS = {"metric"}

@@ -8,6 +8,7 @@ the API server and the lab are removed whatever happens.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import sys
 from collections.abc import Iterator
@@ -86,6 +87,7 @@ def test_warning_and_recovery_reach_the_node(lab: Lab, tmp_path: Path) -> None:
             lab.flush_neighbours()
             poll("ok again", lambda: (pressure(api) or {}).get("status") == "False",
                  timeout=15)
+            metrics = http_get(f"http://127.0.0.1:{port}/metrics")[1].decode()
             log = proc.output()
         events = [body for method, body in api.event_writes() if method == "POST"]
     assert warned is not None and warned["reason"] == "NeighbourIPv4Warning"
@@ -101,6 +103,10 @@ def test_warning_and_recovery_reach_the_node(lab: Lab, tmp_path: Path) -> None:
                              "OverlayPeersMissing", "DNSDegraded")
                for conditions in api.condition_writes() for c in conditions)
     assert '"event": "kube_error"' not in log
+    assert "netagent_kubernetes_report_up 1.0" in metrics
+    sent = re.search(r'netagent_kubernetes_requests_total\{code="200",'
+                     r'operation="patch_node_status"\} (\d+)\.0', metrics)
+    assert sent and int(sent[1]) >= 3, metrics  # ok, warning, ok again
 
 
 WRITE_FAILURES = {
@@ -143,6 +149,7 @@ def test_a_failing_api_server_is_logged_once_and_the_agent_carries_on(
             text = http_get(f"http://127.0.0.1:{port}/metrics")[1].decode()
             log = proc.output()
     assert 'netagent_source_up{source="neighbours"} 1.0' in text
+    assert "netagent_kubernetes_report_up 0.0" in text  # the failure shows in Prometheus
     errors = [json.loads(line) for line in log.splitlines()
               if line.startswith("{") and '"kube_error"' in line]
     assert len(errors) == 1, errors

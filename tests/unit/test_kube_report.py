@@ -308,3 +308,53 @@ def test_token_buckets_burst_then_refill() -> None:
     assert [b.allow("r", 0.0) for _ in range(3)] == [True, True, False]
     assert not b.allow("r", 5.0) and b.allow("r", 15.1)
     assert b.allow("other", 15.1)  # per key
+
+
+def scrape(r: KubeReporter) -> str:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from netagent.exporter.kubernetes import KubeReportCollector
+
+    registry = CollectorRegistry()
+    registry.register(KubeReportCollector(r.status))
+    return generate_latest(registry).decode()
+
+
+def test_the_reporters_own_metrics_say_whether_reports_reach_the_node(api: FakeAPI) -> None:
+    clock, states = Clock(), States()
+    r = reporter(api, clock, event_burst=1)
+    assert "netagent_kubernetes_report_up" not in scrape(r)  # nothing tried yet
+    for st in (Status.WARNING, Status.OK, Status.WARNING):  # the second warning: over the
+        r.consume(states(check("neighbour.ipv4", st)))     # burst of one for its reason
+        clock.tick(30)
+    text = scrape(r)
+    assert "netagent_kubernetes_report_up 1.0" in text
+    for operation, count in (("get_node", 1), ("patch_node_status", 3), ("create_event", 2)):
+        assert (f'netagent_kubernetes_requests_total{{code="200",operation="{operation}"}} '
+                f"{count}.0") in text, text
+    assert 'netagent_kubernetes_events_dropped_total{reason="rate_limited"} 1.0' in text
+
+    api.fail_writes = (403, status(403, "Forbidden", "cannot patch nodes/status"))
+    r.consume(states(check("neighbour.ipv4", Status.OK)))
+    text = scrape(r)
+    assert "netagent_kubernetes_report_up 0.0" in text
+    assert ('netagent_kubernetes_requests_total{code="403",operation="patch_node_status"} 1.0'
+            in text)
+
+
+def test_events_beyond_the_queue_while_the_api_is_down_are_counted() -> None:
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    clock = Clock()
+    config = Config(cluster=ClusterConfig(api_timeout_seconds=1))
+    r = KubeReporter(config, NODE, client=KubeClient(KubeTarget(server=dead, origin="t"),
+                                                     timeout=1.0),
+                     now=lambda: clock.wall, clock=lambda: clock.mono)
+    r.consume(States()(check("dns.resolvers", Status.WARNING)))
+    for k in range(150):
+        r.notify_action("net.netfilter.nf_conntrack_max", "failed", f"EPERM {k}")
+    text = scrape(r)
+    assert 'netagent_kubernetes_events_dropped_total{reason="queue_full"} 51.0' in text
+    assert 'netagent_kubernetes_requests_total{code="none",operation="get_node"} 1.0' in text
+    assert "netagent_kubernetes_report_up 0.0" in text
