@@ -88,8 +88,8 @@ class RemediationStatus:
 @dataclass(frozen=True)
 class KubeReportStatus:
     """What the Kubernetes reporter exports: its requests by operation and HTTP status
-    ("none" when no answer came), the events it dropped by why, and whether the API took
-    its last attempt (None before the first)."""
+    ("2xx" for any success, "none" when no answer came), the events it dropped by why, and
+    whether the API took its last attempt (None before the first)."""
 
     requests: Mapping[tuple[str, str], int] = field(default_factory=dict)
     dropped: Mapping[str, int] = field(default_factory=dict)

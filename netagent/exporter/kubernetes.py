@@ -22,7 +22,8 @@ def families(status: KubeReportStatus) -> Iterable[Metric]:
     requests = CounterMetricFamily(
         "netagent_kubernetes_requests",
         "Requests the Kubernetes reporter sent, by operation (get_node, patch_node_status, "
-        "create_event, patch_event) and HTTP status code (none: no answer).",
+        "create_event, patch_event) and HTTP status code (2xx: any success; none: no "
+        "answer).",
         labels=["operation", "code"])
     for (operation, code), count in sorted(status.requests.items()):
         requests.add_metric([operation, code], count)

@@ -170,7 +170,7 @@ class KubeReporter:
         try:
             answer: bytes = self._api().request(method, path, body=body,
                                                 content_type=content_type)
-            code = "200"
+            code = "2xx"  # 200 or 201: the client returns only the body
         except NetagentError as err:  # KubeError (an HTTP status) or no answer at all
             code = str(getattr(err, "status", "none"))
             err.op = OPERATIONS[operation]  # type: ignore[attr-defined]

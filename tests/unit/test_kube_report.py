@@ -330,7 +330,7 @@ def test_the_reporters_own_metrics_say_whether_reports_reach_the_node(api: FakeA
     text = scrape(r)
     assert "netagent_kubernetes_report_up 1.0" in text
     for operation, count in (("get_node", 1), ("patch_node_status", 3), ("create_event", 2)):
-        assert (f'netagent_kubernetes_requests_total{{code="200",operation="{operation}"}} '
+        assert (f'netagent_kubernetes_requests_total{{code="2xx",operation="{operation}"}} '
                 f"{count}.0") in text, text
     assert 'netagent_kubernetes_events_dropped_total{reason="rate_limited"} 1.0' in text
 
