@@ -19,12 +19,15 @@ from typing import Any
 
 from netagent.model import CheckResult, Status
 
-# condition type -> (check id prefix, reason when every check of the group is ok)
+# condition type -> (the group: a check id's first part, reason when every check is ok).
+# By first part, not by "overlay." alone: with no VXLAN device, or its source down, the
+# overlay verdict is the single check "overlay", and the condition must follow it rather
+# than stay as it was last sent.
 CONDITIONS: Mapping[str, tuple[str, str]] = {
-    "NeighbourTablePressure": ("neighbour.", "NeighbourTablesOK"),
-    "ConntrackTablePressure": ("conntrack.", "ConntrackOK"),
-    "OverlayPeersMissing": ("overlay.", "OverlayPeersPresent"),
-    "DNSDegraded": ("dns.", "DNSHealthy"),
+    "NeighbourTablePressure": ("neighbour", "NeighbourTablesOK"),
+    "ConntrackTablePressure": ("conntrack", "ConntrackOK"),
+    "OverlayPeersMissing": ("overlay", "OverlayPeersPresent"),
+    "DNSDegraded": ("dns", "DNSHealthy"),
 }
 MAX_MESSAGE = 1024
 _WORDS = {"ipv4": "IPv4", "ipv6": "IPv6", "dns": "DNS", "nodelocal": "NodeLocal",
@@ -56,8 +59,8 @@ def desired(checks: Iterable[CheckResult]) -> dict[str, Condition]:
     """netagent's conditions for these checks; a group with no check has none."""
     out = {}
     checks = list(checks)
-    for ctype, (prefix, ok_reason) in CONDITIONS.items():
-        group = [c for c in checks if c.id.startswith(prefix)]
+    for ctype, (name, ok_reason) in CONDITIONS.items():
+        group = [c for c in checks if c.id.split(".", 1)[0] == name]
         if not group:
             continue
         worst_status = Status.worst([c.status for c in group])

@@ -294,6 +294,16 @@ def test_conditions_reasons_and_the_default_switch() -> None:
     assert got["ConntrackTablePressure"].status == "True"
     assert got["ConntrackTablePressure"].reason == "ConntrackErrorsCritical"
     assert plan.camel("dns.nodelocal") == "DNSNodeLocal"
+    # the VXLAN device went away (or the overlay source is down): the single "overlay"
+    # check decides the condition, which must not stay as it was last sent
+    gone = plan.desired([check("overlay", Status.OK, "no VXLAN device: nothing to check")])
+    assert gone["OverlayPeersMissing"] == plan.Condition(
+        "OverlayPeersMissing", "False", "OverlayPeersPresent",
+        "no VXLAN device: nothing to check")
+    down = plan.desired([check("overlay", Status.UNKNOWN, "VXLAN overlay: netlink refused")])
+    assert down["OverlayPeersMissing"].status == "Unknown"
+    assert down["OverlayPeersMissing"].reason == "OverlayUnknown"
+    assert "OverlayPeersMissing" not in plan.desired([check("overlayfs.x", Status.CRITICAL)])
     config = Config()
     assert not enabled(config, {"NODE_NAME": NODE})  # not in a cluster
     assert enabled(config, {"NODE_NAME": NODE, "KUBERNETES_SERVICE_HOST": "10.96.0.1"})
