@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from labkit.fakeapi import FakeAPI
 from labkit.serve import free_port
 
@@ -102,14 +104,6 @@ kubernetes: {{report: true, node_name: node-a, heartbeat_seconds: 10}}
 """
 
 
-def _vm_rss(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS for {pid}")
-
-
 def _agent(python: str, kind: str, doc: dict[str, Any], tmp: Path, *,
            window: float) -> dict[str, Any]:
     """``netagent run`` reporting to a fresh fake API: start-up to the first condition
@@ -140,7 +134,7 @@ def _agent(python: str, kind: str, doc: dict[str, Any], tmp: Path, *,
                 startup = time.monotonic() - start
                 steady, rss = time.monotonic(), 0
                 while time.monotonic() - steady < window:
-                    rss = max(rss, _vm_rss(proc.pid))
+                    rss = max(rss, psutil.Process(proc.pid).memory_info().rss)
                     time.sleep(0.5)
                 if proc.poll() is not None:
                     raise RuntimeError(f"{kind} agent exited during the window")
