@@ -101,6 +101,10 @@ def test_the_promised_panels_are_there() -> None:
     assert heatmap["targets"][0]["format"] == "heatmap"
     assert "netagent_dns_probe_duration_seconds_bucket" in expr["DNS probe latency"]
 
+    reporting = expr["Kubernetes reporting"]
+    assert "netagent_kubernetes_requests_total" in reporting
+    assert "netagent_kubernetes_events_dropped_total" in reporting
+
     assert "netagent:fleet_input:zscore" in expr["Fleet: z-score per node and metric"]
     assert "netagent:fleet_input:zscore" in expr["Fleet: nodes furthest from the mean"]
 
