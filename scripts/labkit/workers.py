@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import random
 import select
 import shutil
 import socket
@@ -129,13 +130,17 @@ def race(argv: Sequence[str]) -> None:
     for t in threads:
         t.start()
     done = 0
+    # A SYN nobody answers stays in the table for nf_conntrack_tcp_timeout_syn_sent (120 s):
+    # a call that reused the previous call's source ports would find every flow already
+    # there and race nothing. So each call starts at a random port of the 50,000.
+    first_port = random.randrange(50000)
     for i in range(rounds):
         if time.monotonic() > deadline:
             break
         if proto == "udp":
             shared["sock"] = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         else:
-            shared["packet"] = _syn(10000 + i % 50000)
+            shared["packet"] = _syn(10000 + (first_port + i) % 50000)
         barrier.wait()
         barrier.wait()
         if proto == "udp":
