@@ -198,3 +198,43 @@ def test_the_agent_consumer_acts_in_apply_and_only_says_in_dry_run(
     acting.consume(consumer_update(1900))
     assert value(r, f"{V4}3") == 2048
     assert len([rec for rec in caplog.records if "remediation stopped" in rec.getMessage()]) == 1
+
+
+def test_remediation_outcomes_become_events_on_the_node(tmp_path: Path) -> None:
+    """The agent hands each outcome to the Kubernetes reporter (``serve`` wires
+    ``listeners=[reporter.notify_action]``): applied is a Normal event, refused at a
+    ceiling a Warning, both on the Node."""
+    import dataclasses
+
+    from labkit.fakeapi import FakeAPI
+
+    from netagent.agent import RemediationConsumer
+    from netagent.config import ClusterConfig, Config
+    from netagent.kubereport.reporter import KubeReporter
+    from netagent.parse.kube import KubeTarget
+    from netagent.sources.kubeapi import KubeClient
+
+    r = tree(tmp_path)
+    doc = {"kind": "NodeList", "apiVersion": "v1",
+           "items": [{"metadata": {"name": "node-a", "uid": "uid-a"}}]}
+    with FakeAPI(doc) as api:
+        config = Config(remediation=dataclasses.replace(
+            r, mode="apply", ceilings=(f"{V4}3=2048",)), cluster=ClusterConfig())
+        reporter = KubeReporter(config, "node-a", client=KubeClient(
+            KubeTarget(server=api.url, origin="test"), timeout=2.0))
+        acting = RemediationConsumer(config, now=lambda: 1000.0,
+                                     listeners=[reporter.notify_action])
+        for count in (800, 1900):  # raised to 2048, then at its ceiling of 2048
+            update = consumer_update(count)
+            acting.consume(update)
+            reporter.consume(update)
+        events = [body for method, body in api.event_writes() if method == "POST"]
+    assert value(r, f"{V4}3") == 2048
+    kinds = {(e["type"], e["reason"]) for e in events}
+    assert ("Normal", "RemediationApplied") in kinds
+    assert ("Warning", "RemediationRefused") in kinds
+    applied = next(e for e in events if e["reason"] == "RemediationApplied"
+                   and e["message"].startswith(f"{V4}3:"))
+    assert "1024 -> 2048" in applied["message"]
+    refused = next(e for e in events if e["reason"] == "RemediationRefused")
+    assert "ceiling" in refused["message"] and refused["involvedObject"]["uid"] == "uid-a"
