@@ -26,7 +26,7 @@ import os
 import random
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -95,19 +95,19 @@ class KubeReporter:
                                           refill_seconds=self.k.event_refill_seconds)
         self._cache = plan.EventCache()
         self._refused_kinds: set[str] = set()  # event errors logged (the events dropped)
-        self._requests: dict[tuple[str, str], int] = {}  # (operation, HTTP code) -> count
-        self._dropped: dict[str, int] = {}  # why -> events not recorded
+        self._requests: Counter[tuple[str, str]] = Counter()  # (operation, HTTP code)
+        self._dropped: Counter[str] = Counter()  # why -> events not recorded
         self._up: bool | None = None  # whether the last attempt reached the API
 
     @property
     def limited(self) -> int:
         """Events the rate limit dropped."""
-        return self._dropped.get("rate_limited", 0)
+        return self._dropped["rate_limited"]
 
     @property
     def dropped(self) -> int:
         """Events the API refused for good."""
-        return self._dropped.get("refused", 0)
+        return self._dropped["refused"]
 
     def status(self) -> KubeReportStatus:
         """A snapshot for the exporter (any thread)."""
@@ -117,14 +117,14 @@ class KubeReporter:
 
     def _drop(self, why: str) -> int:
         with self._lock:
-            self._dropped[why] = self._dropped.get(why, 0) + 1
+            self._dropped[why] += 1
             return self._dropped[why]
 
     def _enqueue(self, events: list[Event]) -> None:
         with self._lock:
-            full = max(0, len(self._queue) + len(events) - MAX_QUEUED_EVENTS)
-            if full:
-                self._dropped["queue_full"] = self._dropped.get("queue_full", 0) + full
+            full = len(self._queue) + len(events) - MAX_QUEUED_EVENTS
+            if full > 0:
+                self._dropped["queue_full"] += full
             self._queue.extend(events)  # the deque drops the oldest beyond its length
 
     # -- from other threads ------------------------------------------------------------
@@ -177,8 +177,7 @@ class KubeReporter:
             raise
         finally:
             with self._lock:
-                key = (operation, code)
-                self._requests[key] = self._requests.get(key, 0) + 1
+                self._requests[(operation, code)] += 1
         return answer
 
     def _node(self) -> None:
@@ -243,11 +242,11 @@ class KubeReporter:
                 # the API will never take (no RBAC for events, an invalid body) does not
                 # hold back the others or the conditions behind a growing backoff.
                 self._drop("refused")
-                kind = f"{getattr(err, 'op', 'record an event')}: HTTP {err.status}"
-                if kind not in self._refused_kinds:
-                    self._refused_kinds.add(kind)
+                op = getattr(err, "op", "record an event")
+                if f"{op}: HTTP {err.status}" not in self._refused_kinds:
+                    self._refused_kinds.add(f"{op}: HTTP {err.status}")
                     log.error("Kubernetes reporting: cannot %s: %s (event dropped; carrying "
-                              "on; said once)", getattr(err, "op", "record an event"), err,
+                              "on; said once)", op, err,
                               extra={"event": "kube_error", "error": str(err)})
             with self._lock:
                 if self._queue and self._queue[0] is event:
