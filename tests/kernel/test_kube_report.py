@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -134,9 +133,7 @@ def test_a_failing_api_server_is_logged_once_and_the_agent_carries_on(
         elif mode == "slow":
             api.delay = 3.0  # past api_timeout_seconds
         elif mode == "dead":
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                server = f"http://127.0.0.1:{s.getsockname()[1]}"
+            server = f"http://127.0.0.1:{free_port()}"  # nothing listens there
         port = free_port()
         with running(agent(port, config(tmp_path, server)), log=tmp_path / "agent.log",
                      env=AGENT_ENV) as proc:

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import logging
 import random
-import socket
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from labkit.fakeapi import FakeAPI, status
+from labkit.serve import free_port
 
 from netagent.config import ClusterConfig, Config, KubernetesConfig
 from netagent.kubereport import conditions as plan
@@ -27,6 +27,11 @@ from netagent.sources.kubeapi import KubeClient
 from netagent.state import AgentState, CheckTransition, Update
 
 NODE = "node-a"
+
+
+def dead_server() -> str:
+    """An API server URL on a loopback port nothing listens on."""
+    return f"http://127.0.0.1:{free_port()}"
 
 
 def node_list() -> dict[str, Any]:
@@ -50,10 +55,12 @@ def api() -> Iterator[FakeAPI]:
         yield server
 
 
-def reporter(api: FakeAPI, clock: Clock, **k: Any) -> KubeReporter:
+def reporter(api: FakeAPI | str, clock: Clock, **k: Any) -> KubeReporter:
+    """A reporter for the in-test API (or a URL), with ``clock`` injected."""
     config = Config(kubernetes=KubernetesConfig(**k),
                     cluster=ClusterConfig(api_timeout_seconds=1.0))
-    client = KubeClient(KubeTarget(server=api.url, origin="test"), timeout=1.0)
+    server = api if isinstance(api, str) else api.url
+    client = KubeClient(KubeTarget(server=server, origin="test"), timeout=1.0)
     return KubeReporter(config, NODE, client=client, now=lambda: clock.wall,
                         clock=lambda: clock.mono, rng=random.Random(3))
 
@@ -266,13 +273,7 @@ def test_an_unknown_node_a_slow_and_a_dead_server_are_each_logged_once(
             for _ in range(2):
                 r2.consume(states(check("dns.resolvers", Status.WARNING)))
                 clock.tick(700)
-    with socket.socket() as s:  # a port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
-    config = Config(kubernetes=KubernetesConfig(), cluster=ClusterConfig(api_timeout_seconds=1))
-    r3 = KubeReporter(config, NODE, client=KubeClient(KubeTarget(server=dead, origin="t"),
-                                                        timeout=1.0),
-                      now=lambda: clock.wall, clock=lambda: clock.mono)
+    r3 = reporter(dead_server(), clock)
     with caplog.at_level(logging.ERROR, logger="netagent.kubernetes"):
         for _ in range(3):
             r3.consume(states(check("dns.resolvers", Status.WARNING)))
@@ -353,14 +354,7 @@ def test_the_reporters_own_metrics_say_whether_reports_reach_the_node(api: FakeA
 
 
 def test_events_beyond_the_queue_while_the_api_is_down_are_counted() -> None:
-    with socket.socket() as s:  # a port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
-    clock = Clock()
-    config = Config(cluster=ClusterConfig(api_timeout_seconds=1))
-    r = KubeReporter(config, NODE, client=KubeClient(KubeTarget(server=dead, origin="t"),
-                                                     timeout=1.0),
-                     now=lambda: clock.wall, clock=lambda: clock.mono)
+    r = reporter(dead_server(), Clock())
     r.consume(States()(check("dns.resolvers", Status.WARNING)))
     for k in range(150):
         r.notify_action("net.netfilter.nf_conntrack_max", "failed", f"EPERM {k}")
