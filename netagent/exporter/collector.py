@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -29,6 +29,25 @@ def catalog_families() -> dict[str, FamiliesOf]:
     """Each source's exporter (``families`` in ``netagent.catalog``), imported now."""
     return {spec.name: catalog.resolve(spec.families) for spec in catalog.SOURCES
             if spec.families}
+
+
+S = TypeVar("S")
+
+
+class StatusCollector(Collector, Generic[S]):
+    """The families a consumer exports from its latest status (remediation, the Kubernetes
+    reporter); nothing while it has none."""
+
+    def __init__(self, families: Callable[[S], Iterable[Metric]],
+                 latest: Callable[[], S | None]) -> None:
+        self._families, self._latest = families, latest
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        status = self._latest()
+        return self._families(status) if status is not None else []
 
 
 class NetagentCollector(Collector):

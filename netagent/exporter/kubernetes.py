@@ -8,10 +8,9 @@ events that arrived) and the agent's log (``"event": "kube_error"``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 from netagent.state import KubeReportStatus
 
@@ -43,14 +42,3 @@ def families(status: KubeReportStatus) -> Iterable[Metric]:
         up.add_metric([], 1 if status.up else 0)
         out.append(up)
     return out
-
-
-class KubeReportCollector(Collector):
-    def __init__(self, latest: Callable[[], KubeReportStatus]) -> None:
-        self._latest = latest
-
-    def describe(self) -> Iterable[Metric]:
-        return []
-
-    def collect(self) -> Iterable[Metric]:
-        return families(self._latest())

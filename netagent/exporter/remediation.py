@@ -6,10 +6,9 @@ What a person would type to see the same: ``netagent remediate`` (the plan) and
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 from netagent.config import MANAGED_KEYS, REMEDIATION_MODES
 from netagent.state import RemediationStatus
@@ -45,15 +44,3 @@ def families(status: RemediationStatus) -> Iterable[Metric]:
         if value is not None:
             values.add_metric([key], value)
     return [mode, actions, managed, ceiling, values]
-
-
-class RemediationCollector(Collector):
-    def __init__(self, latest: Callable[[], RemediationStatus | None]) -> None:
-        self._latest = latest
-
-    def describe(self) -> Iterable[Metric]:
-        return []
-
-    def collect(self) -> Iterable[Metric]:
-        status = self._latest()
-        return families(status) if status is not None else []

@@ -23,9 +23,9 @@ from prometheus_client import CollectorRegistry, ProcessCollector, make_wsgi_app
 
 from netagent.config import Config
 from netagent.errors import ConfigError
-from netagent.exporter.collector import NetagentCollector
-from netagent.exporter.kubernetes import KubeReportCollector
-from netagent.exporter.remediation import RemediationCollector
+from netagent.exporter import kubernetes as kube_families
+from netagent.exporter import remediation as remediation_families
+from netagent.exporter.collector import NetagentCollector, StatusCollector
 from netagent.state import AgentState, KubeReportStatus, RemediationStatus
 
 log = logging.getLogger(__name__)
@@ -42,9 +42,9 @@ def make_registry(latest: Callable[[], AgentState], *, config: Config | None = N
     registry = CollectorRegistry()
     registry.register(NetagentCollector(latest, config=config))
     if remediation is not None:
-        registry.register(RemediationCollector(remediation))
+        registry.register(StatusCollector(remediation_families.families, remediation))
     if kubernetes is not None:
-        registry.register(KubeReportCollector(kubernetes))
+        registry.register(StatusCollector(kube_families.families, kubernetes))
     ProcessCollector(registry=registry)
     return registry
 

@@ -324,10 +324,11 @@ def test_token_buckets_burst_then_refill() -> None:
 def scrape(r: KubeReporter) -> str:
     from prometheus_client import CollectorRegistry, generate_latest
 
-    from netagent.exporter.kubernetes import KubeReportCollector
+    from netagent.exporter.collector import StatusCollector
+    from netagent.exporter.kubernetes import families
 
     registry = CollectorRegistry()
-    registry.register(KubeReportCollector(r.status))
+    registry.register(StatusCollector(families, r.status))
     return generate_latest(registry).decode()
 
 

@@ -129,7 +129,8 @@ def test_notrack_goes_through_nft_in_one_transaction(tmp_path: Path) -> None:
 def test_the_remediation_families() -> None:
     from prometheus_client import CollectorRegistry, generate_latest
 
-    from netagent.exporter.remediation import RemediationCollector
+    from netagent.exporter.collector import StatusCollector
+    from netagent.exporter.remediation import families
     from netagent.state import RemediationStatus
 
     status = RemediationStatus(
@@ -137,7 +138,7 @@ def test_the_remediation_families() -> None:
         managed={f"{V4}3": False, f"{V4}2": True}, values={f"{V4}3": 4096, f"{V4}2": None},
         at_ceiling=frozenset({"net.netfilter.nf_conntrack_max"}))
     registry = CollectorRegistry()
-    registry.register(RemediationCollector(lambda: status))
+    registry.register(StatusCollector(families, lambda: status))
     text = generate_latest(registry).decode()
     assert "netagent_remediation_mode 2.0" in text
     assert f'netagent_remediation_actions_total{{key="{V4}3",result="applied"}} 3.0' in text
@@ -148,7 +149,7 @@ def test_the_remediation_families() -> None:
     assert ('netagent_remediation_ceiling_reached{key="net.netfilter.nf_conntrack_max"} 1.0'
             in text)
     off = CollectorRegistry()
-    off.register(RemediationCollector(lambda: None))
+    off.register(StatusCollector(families, lambda: None))
     assert "netagent_remediation" not in generate_latest(off).decode()
 
 
