@@ -162,6 +162,10 @@ class Agent:
 
     def collect_one(self, name: str) -> SourceRun:
         collected = run_source(name, self.sources[name], clock=self.clock)
+        if self.stopping:
+            # A collection that outlived stop() (it is not interrupted) is dropped: after
+            # stop nothing is recorded, posted or logged, however late the source returns.
+            return collected.run
         if collected.bug is not None:
             self._log_bug(name, collected.run.error or "", collected.bug)
         with self._lock:

@@ -137,12 +137,14 @@ def test_a_slow_source_does_not_delay_the_others() -> None:
 
         def __init__(self) -> None:
             self.release = threading.Event()
+            self.returned = threading.Event()
 
         def sample(self) -> None:
             return None
 
         def collect(self) -> object:
             self.release.wait(timeout=5)  # a DNS round waiting out dead resolvers
+            self.returned.set()
             return {}
 
     neigh, slow = RecordedNeighbours(FakeClock()), Slow()
@@ -156,10 +158,16 @@ def test_a_slow_source_does_not_delay_the_others() -> None:
         assert len(neigh.calls) >= 5, "the table collections waited for the slow source"
         assert not agent.ready()  # dns has not completed its first collection yet
     finally:
-        slow.release.set()
         agent.stop()
+        slow.release.set()  # after stop: its late collection must not be recorded
         worker.join(timeout=3)
     assert not worker.is_alive()
+    deadline = time.monotonic() + 5
+    while not slow.returned.is_set() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert slow.returned.is_set()
+    time.sleep(0.05)  # past the moment it would have been recorded
+    assert "dns" not in agent.state().sources
 
 
 def test_a_slow_collection_keeps_the_rhythm() -> None:
